@@ -1,0 +1,183 @@
+"""The ``aurum`` command line: score photos, inspect and verify models, train a scorer."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from . import __version__, errors
+from .config import Settings
+
+
+def _pipeline(args: argparse.Namespace):
+    from .pipeline import Pipeline
+
+    overrides = {"models_dir": args.models_dir} if getattr(args, "models_dir", None) else {}
+    return Pipeline(Settings.from_env(**overrides))
+
+
+def _summary(path: str, result: dict[str, Any]) -> str:
+    img = result["image"]
+    lines = [f"{path}: {img['width']}x{img['height']} {img['format']}, {len(result['faces'])} face(s), "
+             f"{result['timings_ms']['total']:.1f} ms"]
+    for i, face in enumerate(result["faces"]):
+        x, y, w, h = face["box"]
+        q, p = face["quality"], face["pose"]
+        verdict = "passed" if q["passed"] else "failed: " + ", ".join(q["reasons"])
+        lines.append(
+            f"  face {i}{' (primary)' if i == result['primary_face'] else ''}: score {face['score']['value']:.1f}"
+            f"  box [{x:.0f}, {y:.0f}, {w:.0f}, {h:.0f}]  confidence {face['confidence']:.2f}"
+            f"  yaw {p['yaw']:+.0f} pitch {p['pitch']:+.0f} roll {p['roll']:+.0f}  quality {verdict}")
+    return "\n".join(lines)
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from .schemas import load_options
+
+    try:
+        options = load_options({"max_faces": args.max_faces, "return_embedding": args.embedding,
+                                "return_landmarks": args.landmarks or bool(args.draw)})
+        pipeline = _pipeline(args)
+        pipeline.load(embedding=args.embedding)
+    except errors.AurumError as exc:
+        print(f"error: {exc.code}: {exc.message}", file=sys.stderr)
+        return 2
+    failures = 0
+    for path in args.images:
+        try:
+            data = Path(path).read_bytes()
+        except OSError as exc:
+            err: errors.AurumError = errors.InvalidInput(f"Cannot read {path}: {exc.strerror}.")
+        else:
+            try:
+                result = pipeline.score(data, options)
+            except errors.AurumError as exc:
+                err = exc
+            else:
+                if args.draw:
+                    from .draw import draw_result
+
+                    out = _draw_path(args.draw, path, len(args.images))
+                    draw_result(data, result, out, pipeline.settings)
+                if not args.landmarks:
+                    for face in result["faces"]:
+                        face.pop("landmarks", None)
+                print(json.dumps({"path": path, **result}) if args.json else _summary(path, result))
+                continue
+        failures += 1
+        if args.json:
+            print(json.dumps({"path": path, **err.to_dict()}))
+        else:
+            print(f"{path}: error {err.code}: {err.message}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def _draw_path(draw: str, image_path: str, count: int) -> Path:
+    out = Path(draw)
+    if count == 1:
+        return out
+    return out.with_name(f"{out.stem}-{Path(image_path).stem}{out.suffix or '.png'}")
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from .store import ModelStore
+
+    settings = Settings.from_env(**({"models_dir": args.models_dir} if args.models_dir else {}))
+    try:
+        store = ModelStore(settings.models_dir, device=settings.device, threads=settings.ort_threads)
+    except errors.AurumError as exc:
+        print(f"error: {exc.code}: {exc.message}", file=sys.stderr)
+        return 2
+    if args.action == "list":
+        rows = store.describe()
+        if args.json:
+            print(json.dumps(rows, indent=2))
+        else:
+            for r in rows:
+                print(f"{r['name']:<18} {r['task'] or '':<10} {r['version']:<22} {r['file']:<24} "
+                      f"{r['sha256'][:12]}  {r['licence']}")
+        return 0
+    report = store.verify()
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        for r in report:
+            if r["ok"]:
+                extra = f"load {r['load_ms']} ms, warm-up {r['warm_up_ms']} ms on {r['provider']}" if "load_ms" in r else "data ok"
+                print(f"ok    {r['name']:<18} {r['version']:<22} {extra}")
+            else:
+                print(f"FAIL  {r['name']:<18} {r['error']['code']}: {r['error']['message']}")
+    return 0 if all(r["ok"] for r in report) else 1
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    try:
+        from .scoring.train import train_from_csv
+    except ImportError as exc:
+        print(f"error: training needs the [train] extra (pip install -e '.[train]'): {exc}", file=sys.stderr)
+        return 2
+    settings = Settings.from_env(**({"models_dir": args.models_dir} if args.models_dir else {}))
+    try:
+        report = train_from_csv(args.ratings, settings, name=args.name, with_embedding=args.embedding,
+                                folds=args.folds, out_dir=args.out)
+    except (errors.AurumError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    current = Settings.from_env()
+    for env, default, doc in Settings.describe():
+        name = next(f for f in current.__dataclass_fields__.values() if f.metadata["env"] == env).name
+        print(f"{env}={getattr(current, name)!r}\n    {doc} (default {default!r})")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="aurum", description="Face detection, quality and scoring.")
+    parser.add_argument("--version", action="version", version=f"aurum {__version__}")
+    parser.add_argument("--models-dir", help="models folder (default: AURUM_MODELS_DIR or ./models)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("score", help="score one or more photos")
+    p.add_argument("images", nargs="+", metavar="IMG")
+    p.add_argument("--json", action="store_true", help="one JSON object per line, per image")
+    p.add_argument("--draw", metavar="OUT.png", help="write the photo with boxes, landmarks and scores")
+    p.add_argument("--embedding", action="store_true", help="include the 128-d face embedding")
+    p.add_argument("--landmarks", action="store_true", help="include the 468 landmarks in the output")
+    p.add_argument("--max-faces", type=int, default=None, metavar="N")
+    p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("models", help="list or verify the models in the manifest")
+    p.add_argument("action", choices=["list", "verify"])
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("train-scorer", help="fit a scorer on rated photos (CSV: image path, rating)")
+    p.add_argument("ratings", metavar="RATINGS.csv")
+    p.add_argument("--name", default="trained_scorer", help="manifest name of the new scorer")
+    p.add_argument("--embedding", action="store_true", help="use the SFace embedding as well")
+    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--out", default=None, help="models folder to write into (default: the models folder)")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("config", help="print every setting, its value and its documentation")
+    p.set_defaults(func=cmd_config)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

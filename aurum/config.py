@@ -1,0 +1,90 @@
+"""All configuration, read from environment variables with documented defaults.
+
+Each setting is declared once, with its variable name, default and a line of documentation;
+``aurum config`` prints them and the README table is the same list.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def setting(env: str, default: Any, doc: str) -> Any:
+    return field(default=default, metadata={"env": env, "doc": doc})
+
+
+def _parse(kind: type, raw: str) -> Any:
+    if kind is bool:
+        value = raw.strip().lower()
+        if value in {"1", "true", "yes", "on"}:
+            return True
+        if value in {"0", "false", "no", "off"}:
+            return False
+        raise ValueError(f"not a boolean: {raw!r}")
+    if kind is tuple:
+        return tuple(int(part) for part in raw.split(",") if part.strip())
+    return kind(raw)
+
+
+@dataclass(frozen=True)
+class Settings:
+    # --- models and runtime ---------------------------------------------------------------
+    models_dir: str = setting("AURUM_MODELS_DIR", str(REPO_ROOT / "models"),
+                              "Folder holding manifest.json and the ONNX files.")
+    device: str = setting("AURUM_DEVICE", "cpu", "Execution device: cpu or cuda.")
+    gpus: tuple = setting("AURUM_GPUS", (0,), "Comma-separated GPU ids; worker child i takes ids[i % n].")
+    ort_threads: int = setting("AURUM_ORT_THREADS", 0,
+                               "ONNX Runtime intra-op threads per process (0: one per core).")
+    detector: str = setting("AURUM_DETECTOR", "yunet", "Face detector: yunet, blazeface_full or blazeface_short.")
+    detector_size: int = setting("AURUM_DETECTOR_SIZE", 640,
+                                 "YuNet input long side, pixels (320 is 4x faster but misses small faces).")
+    scorer: str = setting("AURUM_SCORER", "geometric_scorer", "Manifest name of the scoring model.")
+    # --- input limits -----------------------------------------------------------------------
+    max_image_bytes: int = setting("AURUM_MAX_IMAGE_BYTES", 10 * 1024 * 1024, "Largest accepted upload, bytes.")
+    max_image_pixels: int = setting("AURUM_MAX_IMAGE_PIXELS", 40_000_000,
+                                    "Largest accepted width x height, checked from the header before decoding.")
+    min_image_side: int = setting("AURUM_MIN_IMAGE_SIDE", 32, "Smallest accepted width or height, pixels.")
+    work_max_side: int = setting("AURUM_WORK_MAX_SIDE", 2048,
+                                 "Photos are decoded (JPEG: at reduced DCT size) to at most this long side.")
+    # --- detection defaults -----------------------------------------------------------------
+    max_faces: int = setting("AURUM_MAX_FACES", 20, "Default cap on faces per image (largest first).")
+    min_face_size: int = setting("AURUM_MIN_FACE_SIZE", 24, "Default smallest face side reported, pixels.")
+    detection_threshold: float = setting("AURUM_DETECTION_THRESHOLD", 0.6, "Default detector confidence threshold.")
+    # --- quality thresholds (ISO/IEC 29794-5 style components) ------------------------------
+    q_min_sharpness: float = setting("AURUM_Q_MIN_SHARPNESS", 0.3, "Quality: least sharpness (0-1).")
+    q_min_brightness: float = setting("AURUM_Q_MIN_BRIGHTNESS", 0.2, "Quality: darkest mean face luminance (0-1).")
+    q_max_brightness: float = setting("AURUM_Q_MAX_BRIGHTNESS", 0.85, "Quality: brightest mean face luminance (0-1).")
+    q_min_contrast: float = setting("AURUM_Q_MIN_CONTRAST", 0.08, "Quality: least luminance std-dev in the face (0-1).")
+    q_min_face_px: int = setting("AURUM_Q_MIN_FACE_PX", 64, "Quality: smallest face box side, pixels.")
+    q_max_yaw: float = setting("AURUM_Q_MAX_YAW", 30.0, "Quality: largest |yaw|, degrees.")
+    q_max_pitch: float = setting("AURUM_Q_MAX_PITCH", 25.0, "Quality: largest |pitch|, degrees.")
+    q_max_roll: float = setting("AURUM_Q_MAX_ROLL", 30.0, "Quality: largest |roll|, degrees.")
+    q_min_eye_openness: float = setting("AURUM_Q_MIN_EYE_OPENNESS", 0.15, "Quality: least eye aspect ratio.")
+    q_max_truncation: float = setting("AURUM_Q_MAX_TRUNCATION", 0.02,
+                                      "Quality: largest share of landmarks outside the image.")
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> "Settings":
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            raw = environ.get(f.metadata["env"])
+            if raw is not None and raw != "":
+                kind = type(f.default)
+                try:
+                    values[f.name] = _parse(kind, raw)
+                except ValueError as exc:
+                    raise ValueError(f"{f.metadata['env']}: {exc}") from None
+        values.update(overrides)
+        return cls(**values)
+
+    @classmethod
+    def describe(cls) -> list[tuple[str, Any, str]]:
+        """(variable, default, doc) for every setting: the documentation table."""
+        return [(f.metadata["env"], f.default, f.metadata["doc"]) for f in dataclasses.fields(cls)]

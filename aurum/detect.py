@@ -1,0 +1,172 @@
+"""Face detection: BlazeFace (short or full range) and YuNet, behind one interface.
+
+Every detector returns, per image, a list of :class:`Detection` in the pixels of the image it
+was given: a box, a confidence and named keypoints (at least both eyes).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from .geometry import hard_nms, letterbox, weighted_nms
+from .store import ModelStore
+
+
+@dataclass
+class Detection:
+    box: np.ndarray                     # [x0, y0, x1, y1], image pixels
+    score: float
+    keypoints: dict[str, np.ndarray] = field(default_factory=dict)  # name -> [x, y]
+
+    @property
+    def size(self) -> float:
+        return float(min(self.box[2] - self.box[0], self.box[3] - self.box[1]))
+
+    @property
+    def area(self) -> float:
+        return float((self.box[2] - self.box[0]) * (self.box[3] - self.box[1]))
+
+
+class Detector:
+    name: str
+    batchable = False
+
+    def __init__(self, store: ModelStore, name: str) -> None:
+        self.store = store
+        self.name = name
+        self.spec = store.spec(name)
+
+    def detect(self, images: list[np.ndarray], threshold: float) -> list[list[Detection]]:
+        raise NotImplementedError
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(x.astype(np.float64), -100, 100)))
+
+
+class BlazeFace(Detector):
+    """MediaPipe BlazeFace: letterboxed RGB, fixed anchors, weighted NMS (IoU 0.3)."""
+
+    batchable = True
+
+    def __init__(self, store: ModelStore, name: str, input_size: int | None = None) -> None:
+        super().__init__(store, name)
+        post = self.spec["postprocessing"]
+        self.size = int(self.spec["preprocessing"]["size"][0])  # fixed by the model
+        self.iou = float(post["nms_iou"])
+        self.keypoint_names = tuple(post["keypoints"])
+        anchors = post["anchors"]
+        self.anchors = self._anchors(self.size, anchors["strides"], anchors["anchors_per_cell_per_layer"])
+
+    @staticmethod
+    def _anchors(size: int, strides: list[int], per_cell: list[int] | int) -> np.ndarray:
+        if isinstance(per_cell, int):
+            per_cell = [per_cell] * len(strides)
+        rows = []
+        for stride, count in zip(strides, per_cell):
+            fm = int(np.ceil(size / stride))
+            ys, xs = np.mgrid[0:fm, 0:fm]
+            centres = np.stack([(xs + 0.5) / fm, (ys + 0.5) / fm], -1).reshape(-1, 2)
+            rows.append(np.repeat(centres, count, axis=0))
+        return np.concatenate(rows)
+
+    def detect(self, images: list[np.ndarray], threshold: float) -> list[list[Detection]]:
+        batch, boxes = [], []
+        for rgb in images:
+            square, lb = letterbox(rgb, self.size)
+            batch.append(square)
+            boxes.append(lb)
+        x = np.stack(batch).astype(np.float32).transpose(0, 3, 1, 2) / np.float32(127.5) - np.float32(1.0)
+        regressors, logits = self.store.session(self.name).run(["regressors", "scores"], {"image": x})
+        return [self._decode(r, s, lb, threshold) for r, s, lb in zip(regressors, logits, boxes)]
+
+    def _decode(self, reg: np.ndarray, logit: np.ndarray, lb, threshold: float) -> list[Detection]:
+        scores = _sigmoid(logit[:, 0])
+        keep = scores >= threshold
+        if not keep.any():
+            return []
+        reg, scores, anchors = reg[keep].astype(np.float64), scores[keep], self.anchors[keep]
+        s = float(self.size)
+        cx = reg[:, 0] / s + anchors[:, 0]
+        cy = reg[:, 1] / s + anchors[:, 1]
+        w, h = reg[:, 2] / s, reg[:, 3] / s
+        boxes = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], -1)
+        pts = reg[:, 4:16].reshape(-1, 6, 2) / s + anchors[:, None, :]
+        out = []
+        for box, kp, score in weighted_nms(boxes, pts, scores, self.iou):
+            corners = lb.to_image(box.reshape(2, 2) * s).reshape(4)
+            kp_img = lb.to_image(kp * s)
+            out.append(Detection(box=corners, score=score,
+                                 keypoints={n: kp_img[i] for i, n in enumerate(self.keypoint_names)}))
+        return out
+
+
+class YuNet(Detector):
+    """OpenCV Zoo YuNet: BGR 0-255, anchor-free heads at strides 8/16/32, 5 keypoints."""
+
+    def __init__(self, store: ModelStore, name: str, input_size: int | None = None) -> None:
+        super().__init__(store, name)
+        post = self.spec["postprocessing"]
+        self.input_size = int(input_size or 640)  # long side; the graph takes any multiple of 32
+        self.iou = float(post["nms_iou"])
+        self.strides = tuple(post["strides"])
+        self.keypoint_names = tuple(post["keypoint_names"])
+
+    def detect(self, images: list[np.ndarray], threshold: float) -> list[list[Detection]]:
+        return [self._detect_one(rgb, threshold) for rgb in images]
+
+    def _detect_one(self, rgb: np.ndarray, threshold: float) -> list[Detection]:
+        h, w = rgb.shape[:2]
+        ratio = min(1.0, self.input_size / max(h, w))
+        nw, nh = max(1, round(w * ratio)), max(1, round(h * ratio))
+        pw, ph = -(-nw // 32) * 32, -(-nh // 32) * 32  # pad to a multiple of the largest stride
+        resized = cv2.resize(rgb, (nw, nh), interpolation=cv2.INTER_AREA) if ratio < 1 else rgb
+        x = np.zeros((1, 3, ph, pw), dtype=np.float32)
+        for channel in range(3):  # plane by plane, RGB -> BGR: 7x faster than a transposed copy
+            x[0, channel, :nh, :nw] = resized[:, :, 2 - channel]
+        session = self.store.session(self.name)
+        names = [o.name for o in session.get_outputs()]
+        outputs = dict(zip(names, session.run(None, {session.get_inputs()[0].name: x})))
+        boxes, points, scores = [], [], []
+        for stride in self.strides:
+            cols, rows = pw // stride, ph // stride
+            cls = outputs[f"cls_{stride}"].reshape(-1)
+            obj = outputs[f"obj_{stride}"].reshape(-1)
+            score = np.sqrt(np.clip(cls, 0, 1) * np.clip(obj, 0, 1))
+            keep = np.nonzero(score >= threshold)[0]
+            if not len(keep):
+                continue
+            bbox = outputs[f"bbox_{stride}"].reshape(-1, 4)[keep].astype(np.float64)
+            kps = outputs[f"kps_{stride}"].reshape(-1, 10)[keep].astype(np.float64)
+            col, row = keep % cols, keep // cols
+            cx, cy = (col + bbox[:, 0]) * stride, (row + bbox[:, 1]) * stride
+            bw, bh = np.exp(bbox[:, 2]) * stride, np.exp(bbox[:, 3]) * stride
+            boxes.append(np.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], -1))
+            pts = kps.reshape(-1, 5, 2)
+            pts[:, :, 0] = (pts[:, :, 0] + col[:, None]) * stride
+            pts[:, :, 1] = (pts[:, :, 1] + row[:, None]) * stride
+            points.append(pts)
+            scores.append(score[keep])
+        if not scores:
+            return []
+        boxes_a, points_a, scores_a = np.concatenate(boxes), np.concatenate(points), np.concatenate(scores)
+        scale = nw / w
+        out = []
+        for i in hard_nms(boxes_a, scores_a, self.iou):
+            out.append(Detection(box=boxes_a[i] / scale, score=float(scores_a[i]),
+                                 keypoints={n: points_a[i, k] / scale for k, n in enumerate(self.keypoint_names)}))
+        return out
+
+
+DETECTORS = {"blazeface_short": BlazeFace, "blazeface_full": BlazeFace, "yunet": YuNet}
+
+
+def make_detector(store: ModelStore, name: str, input_size: int | None = None) -> Detector:
+    try:
+        cls = DETECTORS[name]
+    except KeyError:
+        raise ValueError(f"unknown detector {name!r}; choose one of {', '.join(DETECTORS)}") from None
+    return cls(store, name, input_size)

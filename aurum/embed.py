@@ -1,0 +1,45 @@
+"""SFace: a 128-d identity embedding of a face aligned to the ArcFace 112 x 112 template."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from .geometry import similarity_transform
+from .store import ModelStore
+
+SIZE = 112
+# Right eye, left eye, nose tip, right and left mouth corners (the subject's), in the 112 crop.
+TEMPLATE = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
+                     [41.5493, 92.3655], [70.7299, 92.2041]])
+
+
+def align(rgb: np.ndarray, five_points: np.ndarray) -> np.ndarray:
+    m = similarity_transform(five_points, TEMPLATE)
+    return cv2.warpAffine(rgb, m, (SIZE, SIZE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+class SFace:
+    def __init__(self, store: ModelStore, name: str = "sface") -> None:
+        self.store = store
+        self.name = name
+        spec = store.spec(name)
+        self.bgr = spec.get("preprocessing", {}).get("color", "BGR").upper() == "BGR"
+        self.batchable = not isinstance(spec["inputs"][0]["shape"][0], int)
+
+    def run(self, aligned: list[np.ndarray]) -> np.ndarray:
+        """L2-normalised embeddings [N, 128] for aligned RGB crops."""
+        if not aligned:
+            return np.zeros((0, 128), dtype=np.float32)
+        x = np.stack(aligned).astype(np.float32)
+        if self.bgr:
+            x = x[..., ::-1]
+        x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+        session = self.store.session(self.name)
+        inp, out = session.get_inputs()[0].name, session.get_outputs()[0].name
+        if self.batchable:
+            emb = session.run([out], {inp: x})[0]
+        else:
+            emb = np.concatenate([session.run([out], {inp: x[i:i + 1]})[0] for i in range(len(x))])
+        emb = emb.reshape(len(aligned), -1).astype(np.float32)
+        return emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)

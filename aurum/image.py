@@ -1,0 +1,166 @@
+"""Decode and validate an uploaded photo, entirely in memory.
+
+Order matters for safety: size in bytes, then the format from the magic bytes, then the
+dimensions from the header (before any pixel is allocated), then the decode. JPEGs larger
+than the working size are decoded at a reduced DCT scale (much cheaper than decoding the full
+photo and resizing). EXIF orientation is applied; all other metadata is dropped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from . import errors
+from .config import Settings
+
+# Our own pixel check runs first and is stricter; Pillow's guard would only warn or raise later.
+Image.MAX_IMAGE_PIXELS = None
+
+SUPPORTED = {"JPEG": "jpeg", "PNG": "png", "WEBP": "webp"}
+_MAGIC = (
+    (b"\xff\xd8\xff", "jpeg"),
+    (b"\x89PNG\r\n\x1a\n", "png"),
+)
+_OTHER_MAGIC = (  # recognised only to say clearly what was sent
+    (b"GIF8", "gif"), (b"BM", "bmp"), (b"II*\x00", "tiff"), (b"MM\x00*", "tiff"),
+    (b"%PDF", "pdf"), (b"<svg", "svg"), (b"<?xml", "xml/svg"), (b"<!DOCTYPE", "html"),
+    (b"<html", "html"), (b"\x00\x00\x00\x0cjP", "jpeg2000"),
+)
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    """An RGB photo ready for the models."""
+
+    rgb: np.ndarray        # H x W x 3 uint8, EXIF orientation applied, possibly reduced
+    width: int             # original (oriented) width, pixels
+    height: int            # original (oriented) height, pixels
+    scale: float           # rgb pixels per original pixel (1.0 unless reduced)
+    format: str            # jpeg | png | webp
+    sha256: str            # of the uploaded bytes
+
+    def to_original(self, values: np.ndarray) -> np.ndarray:
+        """Map coordinates in ``rgb`` back to original-image pixels."""
+        return values / self.scale
+
+
+def sniff_format(data: bytes) -> str:
+    head = data[:16]
+    for magic, name in _MAGIC:
+        if head.startswith(magic):
+            return name
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "webp"
+    stripped = data[:256].lstrip().lower()
+    for magic, name in _OTHER_MAGIC:
+        if head.startswith(magic) or stripped.startswith(magic.lower()):
+            return name
+    if head[4:12] in (b"ftypheic", b"ftypheix", b"ftypmif1", b"ftypavif"):
+        return "heic/avif"
+    return "unknown"
+
+
+def decode_image(data: bytes, settings: Settings) -> DecodedImage:
+    """Validate and decode ``data``; raise a typed :class:`errors.AurumError` on rejection."""
+    if not data:
+        raise errors.EmptyImage()
+    if len(data) > settings.max_image_bytes:
+        raise errors.ImageTooLarge(
+            f"The image is {len(data)} bytes; the limit is {settings.max_image_bytes} bytes.",
+            limit_bytes=settings.max_image_bytes, bytes=len(data))
+    fmt = sniff_format(data)
+    if fmt not in SUPPORTED.values():
+        raise errors.UnsupportedFormat(
+            f"Unsupported image format ({fmt}); send JPEG, PNG or WebP.", detected=fmt)
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            img = Image.open(io.BytesIO(data), formats=list(SUPPORTED))
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise errors.CorruptImage(f"The {fmt.upper()} header could not be read.") from exc
+
+    width, height = img.size  # from the header: nothing decoded yet
+    if width * height > settings.max_image_pixels:
+        raise errors.ImageTooLarge(
+            f"The image is {width}x{height} pixels; the limit is {settings.max_image_pixels} pixels.",
+            limit_pixels=settings.max_image_pixels, width=width, height=height)
+    if min(width, height) < settings.min_image_side:
+        raise errors.ImageTooSmall(
+            f"The image is {width}x{height} pixels; each side must be at least "
+            f"{settings.min_image_side} pixels.", width=width, height=height)
+    if getattr(img, "n_frames", 1) > 1:
+        raise errors.UnsupportedFormat("Animated images are not supported; send a single photo.")
+
+    orientation = _exif_orientation(img)
+    if orientation in (5, 6, 7, 8):
+        width, height = height, width
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if img.format == "JPEG" and max(img.size) > settings.work_max_side:
+                # DCT scaling: decodes at 1/2, 1/4 or 1/8 size, never below the requested size.
+                request = _fit(img.size, settings.work_max_side)
+                img.draft("RGB", request)
+            img.load()
+            if orientation and orientation != 1:
+                img = ImageOps.exif_transpose(img)
+            img = _to_rgb(img)
+            rgb = np.asarray(img)
+    except errors.AurumError:
+        raise
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, EOFError) as exc:
+        raise errors.CorruptImage(f"The {fmt.upper()} data is damaged or truncated.") from exc
+
+    long_side = max(rgb.shape[:2])
+    if long_side > settings.work_max_side:
+        rgb = _resize_long_side(rgb, settings.work_max_side)
+    scale = rgb.shape[1] / width
+    return DecodedImage(rgb=np.ascontiguousarray(rgb), width=width, height=height, scale=scale,
+                        format=fmt, sha256=hashlib.sha256(data).hexdigest())
+
+
+def _exif_orientation(img: Image.Image) -> int:
+    try:
+        value = img.getexif().get(0x0112, 1)
+        return int(value) if int(value) in range(1, 9) else 1  # absurd values: ignore
+    except Exception:  # malformed EXIF is not a reason to reject a photo
+        return 1
+
+
+def _fit(size: tuple[int, int], max_side: int) -> tuple[int, int]:
+    w, h = size
+    ratio = max_side / max(w, h)
+    return max(1, int(w * ratio)), max(1, int(h * ratio))
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    if img.mode == "RGB":
+        return img
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGB", rgba.size, (255, 255, 255))  # composite alpha on white
+        background.paste(rgba, mask=rgba.getchannel("A"))
+        return background
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        array = np.asarray(img, dtype=np.float32)
+        peak = max(float(array.max()), 1.0)
+        grey = (array * (255.0 / (65535.0 if peak > 255 else 255.0))).clip(0, 255).astype(np.uint8)
+        return Image.fromarray(grey, "L").convert("RGB")
+    return img.convert("RGB")  # L, P, CMYK, YCbCr, 1, F ...
+
+
+def _resize_long_side(rgb: np.ndarray, max_side: int) -> np.ndarray:
+    import cv2
+
+    h, w = rgb.shape[:2]
+    ratio = max_side / max(h, w)
+    return cv2.resize(rgb, (max(1, round(w * ratio)), max(1, round(h * ratio))),
+                      interpolation=cv2.INTER_AREA)

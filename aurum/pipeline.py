@@ -1,0 +1,241 @@
+"""The scoring pipeline: bytes in, a result dict (see :mod:`aurum.schemas`) out.
+
+    decode + validate -> detect -> crop + FaceMesh landmarks -> pose
+      -> (SFace embedding) -> features -> score -> quality -> result
+
+:meth:`Pipeline.score_many` runs a list of images with one model call per stage for all the
+faces of the batch; :meth:`Pipeline.score` is a batch of one.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import numpy as np
+
+from . import errors
+from .config import Settings
+from .detect import Detection, make_detector
+from .embed import SFace, align
+from .image import DecodedImage, decode_image
+from .landmarks import FaceMesh, Mesh
+from .pose import Pose, estimate_pose
+from .quality import assess
+from .schemas import ScoreOptions
+from .scoring.features import FEATURES, FaceGeometry, face_features, feature_vector
+from .scoring.scorer import Scorer
+from .store import ModelStore
+
+PRESENCE_THRESHOLD = 0.5  # FaceMesh's own face-presence check rejects detector false positives
+
+
+@dataclass
+class _Face:
+    det: Detection
+    mesh: Mesh | None = None
+    pose: Pose | None = None
+    features: dict[str, float] = field(default_factory=dict)
+    embedding: np.ndarray | None = None
+    score: float = 0.0
+    components: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class _Item:
+    image: DecodedImage | None = None
+    error: errors.AurumError | None = None
+    faces: list[_Face] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class Pipeline:
+    def __init__(self, settings: Settings | None = None, store: ModelStore | None = None) -> None:
+        self.settings = settings or Settings.from_env()
+        s = self.settings
+        self.store = store or ModelStore(s.models_dir, device=s.device, device_id=s.gpus[0] if s.gpus else 0,
+                                         threads=s.ort_threads)
+        self.detector = make_detector(self.store, s.detector, s.detector_size)
+        self.facemesh = FaceMesh(self.store)
+        self.sface = SFace(self.store)
+        self.scorer = Scorer(self.store, s.scorer)
+        self._geometry: FaceGeometry | None = None
+
+    # --- set-up -----------------------------------------------------------------------------
+    @property
+    def geometry(self) -> FaceGeometry:
+        if self._geometry is None:
+            self._geometry = FaceGeometry.from_json(self.store.data("face_geometry"))
+        return self._geometry
+
+    def model_names(self, embedding: bool = True) -> list[str]:
+        names = [self.detector.name, self.facemesh.name, self.scorer.name]
+        if embedding or self.scorer.needs_embedding:
+            names.append(self.sface.name)
+        return names
+
+    def load(self, embedding: bool = True, warm_up: bool = True) -> None:
+        """Create every session now (workers call this after fork) and warm each up."""
+        self.store.load(self.model_names(embedding), warm_up=warm_up)
+        self.geometry  # noqa: B018 - load and checksum the geometry now, not on the first request
+
+    def versions(self) -> dict[str, str]:
+        return self.store.versions(self.model_names(True) + ["face_geometry"])
+
+    # --- scoring ----------------------------------------------------------------------------
+    def score(self, data: bytes, options: ScoreOptions | None = None) -> dict[str, Any]:
+        result = self.score_many([data], options)[0]
+        if isinstance(result, errors.AurumError):
+            raise result
+        return result
+
+    def score_many(self, images: list[bytes], options: ScoreOptions | None = None
+                   ) -> list[dict[str, Any] | errors.AurumError]:
+        opts = options or ScoreOptions()
+        s = self.settings
+        max_faces = opts.max_faces or s.max_faces
+        min_size = s.min_face_size if opts.min_face_size is None else opts.min_face_size
+        threshold = opts.detection_threshold or s.detection_threshold
+        items = [_Item() for _ in images]
+
+        for item, data in zip(items, images):
+            with _timed(item.timings, "decode"):
+                try:
+                    item.image = decode_image(data, s)
+                except errors.AurumError as exc:
+                    item.error = exc
+        live = [it for it in items if it.error is None]
+
+        with self._stage(live, "detect"):
+            found = self.detector.detect([it.image.rgb for it in live], threshold) if live else []
+        for item, dets in zip(live, found):
+            scale = item.image.scale
+            dets = [d for d in dets if d.size / scale >= min_size]
+            dets.sort(key=lambda d: -d.area)
+            item.faces = [_Face(det=d) for d in dets[:max_faces]]
+
+        faces = [(it, f) for it in live for f in it.faces]
+        with self._stage(live, "landmarks"):
+            crops, transforms = [], []
+            for item, face in faces:
+                c, t = self.facemesh.crops(item.image.rgb, [face.det])
+                crops += c
+                transforms += t
+            for (item, face), mesh in zip(faces, self.facemesh.run(crops, transforms)):
+                face.mesh = mesh
+            redo = []
+            for item, face in faces:
+                level = self.facemesh.realign(item.image.rgb, face.det, face.mesh)
+                if level is not None:
+                    redo.append((face, *self.facemesh.crops(item.image.rgb, [level])))
+            if redo:
+                meshes = self.facemesh.run([c[0] for _, c, _ in redo], [t[0] for _, _, t in redo])
+                for (face, _, _), mesh in zip(redo, meshes):
+                    face.mesh = mesh
+        for item in live:
+            item.faces = [f for f in item.faces if f.mesh.presence >= PRESENCE_THRESHOLD]
+            if not item.faces:
+                item.error = errors.NoFace()
+        live = [it for it in live if it.error is None]
+        faces = [(it, f) for it in live for f in it.faces]
+
+        if opts.return_embedding or self.scorer.needs_embedding:
+            with self._stage(live, "embedding"):
+                aligned = [align(it.image.rgb, f.mesh.five_points()) for it, f in faces]
+                for (_, face), emb in zip(faces, self.sface.run(aligned)):
+                    face.embedding = emb
+
+        with self._stage(live, "score"):
+            for _, face in faces:
+                face.pose = estimate_pose(face.mesh.points, self.geometry.mean_shape)
+                face.features = face_features(face.mesh, face.pose, self.geometry)
+            if faces:
+                matrix = np.stack([feature_vector(f.features) for _, f in faces])
+                embs = np.stack([f.embedding for _, f in faces]) if self.scorer.needs_embedding else None
+                scores, components = self.scorer.run(matrix, embs)
+                for i, (_, face) in enumerate(faces):
+                    face.score = float(scores[i])
+                    face.components = ({n: float(components[i, k]) for k, n in enumerate(FEATURES)}
+                                       if components is not None else {})
+
+        versions = self.versions()
+        results: list[dict[str, Any] | errors.AurumError] = []
+        for item in items:
+            if item.error is not None:
+                results.append(item.error)
+                continue
+            with _timed(item.timings, "quality"):
+                assembled = self._assemble(item, opts, versions)
+            if opts.quality_gate and not assembled["faces"][0]["quality"]["passed"]:
+                reasons = assembled["faces"][0]["quality"]["reasons"]
+                results.append(errors.QualityGateFailed(
+                    "The face does not meet the quality requirements: " + ", ".join(reasons) + ".",
+                    reasons=reasons))
+                continue
+            assembled["timings_ms"] = {k: round(v, 3) for k, v in item.timings.items()}
+            assembled["timings_ms"]["total"] = round(sum(item.timings.values()), 3)
+            results.append(assembled)
+        return results
+
+    # --- helpers ----------------------------------------------------------------------------
+    @contextmanager
+    def _stage(self, items: list[_Item], name: str) -> Iterator[None]:
+        """Time a batched stage; each image is charged its share (by face count) of the time."""
+        start = time.perf_counter()
+        try:
+            yield
+        except errors.AurumError:
+            raise
+        except Exception as exc:  # onnxruntime and numpy failures: retryable inference errors
+            raise errors.InferenceFailed(f"{name} failed: {type(exc).__name__}: {exc}") from exc
+        elapsed = (time.perf_counter() - start) * 1000
+        weights = [max(len(it.faces), 1) for it in items]
+        total = sum(weights) or 1
+        for item, w in zip(items, weights):
+            item.timings[name] = item.timings.get(name, 0.0) + elapsed * w / total
+
+    def _assemble(self, item: _Item, opts: ScoreOptions, versions: dict[str, str]) -> dict[str, Any]:
+        img = item.image
+        inv = 1.0 / img.scale
+        faces = []
+        for face in item.faces:
+            x0, y0, x1, y1 = (float(v) * inv for v in face.det.box)
+            out: dict[str, Any] = {
+                "box": [round(x0, 1), round(y0, 1), round(x1 - x0, 1), round(y1 - y0, 1)],
+                "confidence": round(face.det.score, 4),
+                "keypoints": {k: [round(float(v[0]) * inv, 1), round(float(v[1]) * inv, 1)]
+                              for k, v in face.det.keypoints.items()},
+                "pose": {"yaw": round(face.pose.yaw, 2), "pitch": round(face.pose.pitch, 2),
+                         "roll": round(face.pose.roll, 2)},
+                "quality": assess(face.mesh, face.pose, face.det.size * inv, img.rgb.shape[:2], self.settings),
+                "score": {"value": round(face.score, 2),
+                          "components": {k: round(v, 4) for k, v in face.components.items()},
+                          "features": {k: round(v, 5) for k, v in face.features.items()},
+                          "model": f"{self.scorer.name}@{self.scorer.version}"},
+            }
+            if opts.return_landmarks:
+                pts = face.mesh.points * inv
+                out["landmarks"] = [[round(float(x), 1), round(float(y), 1), round(float(z), 1)] for x, y, z in pts]
+            if opts.return_embedding:
+                out["embedding"] = [round(float(v), 6) for v in face.embedding]
+            faces.append(out)
+        return {
+            "image": {"width": img.width, "height": img.height, "sha256": img.sha256, "format": img.format},
+            "faces": faces,
+            "primary_face": 0,
+            "timings_ms": {},
+            "models": versions,
+            "degraded": False,
+            "degraded_reason": None,
+        }
+
+
+@contextmanager
+def _timed(timings: dict[str, float], name: str) -> Iterator[None]:
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[name] = timings.get(name, 0.0) + (time.perf_counter() - start) * 1000

@@ -1,0 +1,128 @@
+"""The public data shapes, as marshmallow schemas: scoring options, results and errors.
+
+The CLI validates options with these and the API reuses them for request validation and its
+OpenAPI document, so there is one definition of every field.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, validate
+
+from . import errors
+
+
+@dataclass(frozen=True)
+class ScoreOptions:
+    max_faces: int | None = None          # None: the configured default
+    min_face_size: int | None = None
+    detection_threshold: float | None = None
+    return_landmarks: bool = False
+    return_embedding: bool = False
+    quality_gate: bool = False
+
+    def cache_key_part(self) -> str:
+        return (f"{self.max_faces}|{self.min_face_size}|{self.detection_threshold}|"
+                f"{int(self.return_landmarks)}{int(self.return_embedding)}{int(self.quality_gate)}")
+
+
+class ScoreOptionsSchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    max_faces = fields.Integer(validate=validate.Range(1, 100), allow_none=True,
+                               metadata={"description": "Keep at most this many faces, largest first."})
+    min_face_size = fields.Integer(validate=validate.Range(0, 10000), allow_none=True,
+                                   metadata={"description": "Ignore faces smaller than this (pixels)."})
+    detection_threshold = fields.Float(validate=validate.Range(0.05, 0.99), allow_none=True,
+                                       metadata={"description": "Detector confidence threshold."})
+    return_landmarks = fields.Boolean(load_default=False, metadata={"description": "Include 468 landmarks per face."})
+    return_embedding = fields.Boolean(load_default=False, metadata={"description": "Include the 128-d SFace embedding."})
+    quality_gate = fields.Boolean(load_default=False,
+                                  metadata={"description": "Fail with QUALITY_FAILED if the primary face fails quality."})
+
+    @post_load
+    def make(self, data: dict[str, Any], **_: Any) -> ScoreOptions:
+        return ScoreOptions(**data)
+
+
+def load_options(raw: dict[str, Any] | None) -> ScoreOptions:
+    """Validate option values; raise :class:`errors.InvalidOption` with per-field messages."""
+    try:
+        return ScoreOptionsSchema().load(raw or {})
+    except ValidationError as exc:
+        raise errors.InvalidOption("Invalid options: " + "; ".join(
+            f"{k}: {' '.join(map(str, v))}" for k, v in exc.messages.items()), fields=exc.messages) from None
+
+
+class Point(fields.List):
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(fields.Float(), validate=validate.Length(equal=2), **kwargs)
+
+
+class ImageInfoSchema(Schema):
+    width = fields.Integer(required=True)
+    height = fields.Integer(required=True)
+    sha256 = fields.String(required=True)
+    format = fields.String(required=True)
+
+
+class PoseSchema(Schema):
+    yaw = fields.Float(required=True, metadata={"description": "Degrees; > 0: nose toward the image's right."})
+    pitch = fields.Float(required=True, metadata={"description": "Degrees; > 0: looking up."})
+    roll = fields.Float(required=True, metadata={"description": "Degrees; > 0: tilted counter-clockwise."})
+
+
+class QualitySchema(Schema):
+    sharpness = fields.Float(required=True)
+    brightness = fields.Float(required=True)
+    contrast = fields.Float(required=True)
+    face_size_px = fields.Float(required=True)
+    frontal = fields.Float(required=True)
+    eye_openness = fields.Float(required=True)
+    truncation = fields.Float(required=True)
+    face_presence = fields.Float(required=True)
+    passed = fields.Boolean(required=True)
+    reasons = fields.List(fields.String(), required=True)
+
+
+class ScoreSchema(Schema):
+    value = fields.Float(required=True, validate=validate.Range(0, 100))
+    components = fields.Dict(keys=fields.String(), values=fields.Float(), required=True)
+    features = fields.Dict(keys=fields.String(), values=fields.Float(), required=True)
+    model = fields.String(required=True)
+    degraded = fields.Boolean(load_default=False)
+
+
+class FaceSchema(Schema):
+    box = fields.List(fields.Float(), required=True, validate=validate.Length(equal=4),
+                      metadata={"description": "[x, y, width, height] in original-image pixels."})
+    confidence = fields.Float(required=True)
+    keypoints = fields.Dict(keys=fields.String(), values=Point(), required=True)
+    landmarks = fields.List(fields.List(fields.Float()), metadata={"description": "468 x [x, y, z]."})
+    pose = fields.Nested(PoseSchema, required=True)
+    quality = fields.Nested(QualitySchema, required=True)
+    score = fields.Nested(ScoreSchema, required=True)
+    embedding = fields.List(fields.Float(), metadata={"description": "128-d, L2-normalised."})
+
+
+class ResultSchema(Schema):
+    image = fields.Nested(ImageInfoSchema, required=True)
+    faces = fields.List(fields.Nested(FaceSchema), required=True)
+    primary_face = fields.Integer(allow_none=True, required=True)
+    timings_ms = fields.Dict(keys=fields.String(), values=fields.Float(), required=True)
+    models = fields.Dict(keys=fields.String(), values=fields.String(), required=True)
+    degraded = fields.Boolean(required=True)
+    degraded_reason = fields.String(allow_none=True)
+
+
+class ErrorBodySchema(Schema):
+    code = fields.String(required=True)
+    message = fields.String(required=True)
+    details = fields.Dict()
+
+
+class ErrorSchema(Schema):
+    error = fields.Nested(ErrorBodySchema, required=True)

@@ -1,0 +1,32 @@
+"""Run whichever scorer the manifest names: features (+ embedding) in, 0-100 out."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..store import ModelStore
+from .features import FEATURES
+
+
+class Scorer:
+    def __init__(self, store: ModelStore, name: str) -> None:
+        self.store = store
+        self.name = name
+        self.spec = store.spec(name)
+        self.version = self.spec["version"]
+        self.needs_embedding = bool(self.spec.get("needs_embedding", False))
+        feature_set = self.spec.get("feature_set", list(FEATURES))
+        if list(feature_set) != list(FEATURES):
+            raise ValueError(f"scorer {name} expects features {feature_set}, the pipeline makes {FEATURES}")
+
+    def run(self, features: np.ndarray, embeddings: np.ndarray | None = None
+            ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Scores [N] clipped to 0-100 and, if the scorer has them, components [N, F]."""
+        x = features.astype(np.float32)
+        if self.needs_embedding:
+            x = np.concatenate([x, embeddings.astype(np.float32)], axis=1)
+        session = self.store.session(self.name)
+        names = [o.name for o in session.get_outputs()]
+        outputs = dict(zip(names, session.run(None, {session.get_inputs()[0].name: x})))
+        scores = np.clip(outputs["score"].reshape(len(x)), 0.0, 100.0)
+        return scores, outputs.get("components")

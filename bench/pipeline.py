@@ -1,0 +1,190 @@
+"""Pipeline benchmark: per-stage medians and images/s, against raw ONNX Runtime in the same run.
+
+    python3 bench/pipeline.py [--images 48] [--rounds 3] [--json bench/results/pipeline.json]
+
+For each profile (fast: no embedding; full: with the embedding) it measures, on the same unique
+JPEG selfies (variations of the test photos, so nothing is cached):
+
+- raw: only the ``session.run`` calls the pipeline makes for one image (detector, FaceMesh,
+  scorer, and SFace in the full profile), on inputs prepared beforehand;
+- pipeline, 1 process: ``Pipeline.score(bytes)`` end to end (decode to result dict);
+- pipeline, 2 processes: two worker processes, one ONNX Runtime thread each;
+
+and prints the ratio pipeline / raw (our pre/post-processing overhead). Figures are medians
+over rounds; the machine is shared and noisy, so compare ratios, not absolute numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import multiprocessing as mp
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+from PIL import Image, ImageEnhance  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from aurum.config import Settings  # noqa: E402
+from aurum.embed import align  # noqa: E402
+from aurum.pipeline import Pipeline  # noqa: E402
+from aurum.schemas import ScoreOptions  # noqa: E402
+from aurum.scoring.features import feature_vector  # noqa: E402
+
+
+def selfies(count: int) -> list[bytes]:
+    """Unique 640 x 640-ish JPEG selfies made from the two real face photos."""
+    base = [Image.open(ROOT / "tests/photos" / n).convert("RGB") for n in ("astronaut.png", "camera.png")]
+    rng = np.random.default_rng(7)
+    out = []
+    for i in range(count):
+        img = base[i % 2]
+        if i % 4 >= 2:
+            img = img.transpose(Image.FLIP_LEFT_RIGHT)
+        side = int(rng.integers(560, 720))
+        img = img.resize((side, side), Image.BILINEAR)
+        img = ImageEnhance.Brightness(img).enhance(float(rng.uniform(0.85, 1.15)))
+        buf = io.BytesIO()
+        img.save(buf, "JPEG", quality=int(rng.integers(80, 95)))
+        out.append(buf.getvalue())
+    return out
+
+
+def raw_model_ms(pipeline: Pipeline, images: list[bytes], embedding: bool, rounds: int) -> float:
+    """Median ms per image of the session.run calls alone, inputs prepared in advance."""
+    from aurum.geometry import letterbox
+    from aurum.image import decode_image
+
+    store, det = pipeline.store, pipeline.detector
+    prepared = []
+    for data in images:
+        result = pipeline.score(data, ScoreOptions(return_embedding=embedding))
+        img = decode_image(data, pipeline.settings)
+        dets = det.detect([img.rgb], pipeline.settings.detection_threshold)[0][:1]
+        crops, transforms = pipeline.facemesh.crops(img.rgb, dets)
+        mesh = pipeline.facemesh.run(crops, transforms)[0]
+        feats = np.array([feature_vector(result["faces"][0]["score"]["features"])], dtype=np.float32)
+        aligned = align(img.rgb, mesh.five_points())
+        prepared.append((img, crops, feats, aligned))
+
+    def detector_feed(img):
+        if det.name == "yunet":
+            h, w = img.rgb.shape[:2]
+            ratio = min(1.0, det.input_size / max(h, w))
+            nw, nh = round(w * ratio), round(h * ratio)
+            pw, ph = -(-nw // 32) * 32, -(-nh // 32) * 32
+            return {store.session(det.name).get_inputs()[0].name: np.zeros((1, 3, ph, pw), np.float32)}
+        square, _ = letterbox(img.rgb, det.size)
+        return {"image": (square.astype(np.float32).transpose(2, 0, 1)[None] / 127.5 - 1)}
+
+    feeds = [(detector_feed(img),
+              {"image": np.stack(crops).astype(np.float32).transpose(0, 3, 1, 2) / 255},
+              {"features": feats},
+              {store.session("sface").get_inputs()[0].name:
+               np.ascontiguousarray(aligned[None, :, :, ::-1].astype(np.float32).transpose(0, 3, 1, 2))})
+             for img, crops, feats, aligned in prepared]
+    sessions = (store.session(det.name), store.session("facemesh"), store.session(pipeline.scorer.name),
+                store.session("sface"))
+    per_round = []
+    for _ in range(rounds):
+        times = []
+        for f_det, f_mesh, f_score, f_emb in feeds:
+            start = time.perf_counter()
+            sessions[0].run(None, f_det)
+            sessions[1].run(None, f_mesh)
+            sessions[2].run(None, f_score)
+            if embedding:
+                sessions[3].run(None, f_emb)
+            times.append((time.perf_counter() - start) * 1000)
+        per_round.append(statistics.median(times))
+    return min(per_round)
+
+
+def pipeline_run(pipeline: Pipeline, images: list[bytes], embedding: bool, rounds: int) -> dict:
+    options = ScoreOptions(return_embedding=embedding)
+    best = None
+    for _ in range(rounds):
+        totals, stages = [], {}
+        start = time.perf_counter()
+        for data in images:
+            t0 = time.perf_counter()
+            result = pipeline.score(data, options)
+            totals.append((time.perf_counter() - t0) * 1000)
+            for k, v in result["timings_ms"].items():
+                stages.setdefault(k, []).append(v)
+        wall = time.perf_counter() - start
+        row = {"median_ms": statistics.median(totals), "images_per_s": len(images) / wall,
+               "stages_ms": {k: round(statistics.median(v), 3) for k, v in stages.items()}}
+        if best is None or row["median_ms"] < best["median_ms"]:
+            best = row
+    return best
+
+
+def _worker(args: tuple[list[bytes], bool, int]) -> float:
+    images, embedding, repeat = args
+    pipeline = Pipeline(Settings.from_env(ort_threads=1))
+    pipeline.load(embedding=embedding)
+    options = ScoreOptions(return_embedding=embedding)
+    pipeline.score(images[0], options)
+    start = time.perf_counter()
+    for _ in range(repeat):
+        for data in images:
+            pipeline.score(data, options)
+    return time.perf_counter() - start
+
+
+def two_processes(images: list[bytes], embedding: bool, rounds: int) -> float:
+    halves = [images[0::2], images[1::2]]
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(2) as pool:
+        walls = pool.map(_worker, [(h, embedding, rounds) for h in halves])
+    return len(images) * rounds / max(walls)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=48)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--json", help="write the figures to this file")
+    args = parser.parse_args()
+
+    images = selfies(args.images)
+    pipeline = Pipeline(Settings.from_env(ort_threads=1))
+    pipeline.load()
+    report = {"detector": pipeline.detector.name, "images": len(images), "cpu_count": os.cpu_count(), "profiles": {}}
+    print(f"detector {pipeline.detector.name}, {len(images)} unique JPEG selfies, "
+          f"1 ONNX Runtime thread per process, median of {args.rounds} rounds\n")
+    for profile, embedding in (("fast", False), ("full", True)):
+        raw = raw_model_ms(pipeline, images, embedding, args.rounds)
+        one = pipeline_run(pipeline, images, embedding, args.rounds)
+        two = two_processes(images, embedding, args.rounds)
+        row = {"raw_model_ms": round(raw, 3), "raw_images_per_s": round(1000 / raw, 1),
+               "pipeline_ms": round(one["median_ms"], 3), "pipeline_images_per_s_1proc": round(one["images_per_s"], 1),
+               "pipeline_images_per_s_2proc": round(two, 1),
+               "ratio_pipeline_to_raw": round(raw / one["median_ms"], 3), "stages_ms": one["stages_ms"]}
+        report["profiles"][profile] = row
+        print(f"[{profile}{' + embedding' if embedding else ''}]")
+        print(f"  raw ONNX Runtime (models only)   {raw:7.2f} ms/image  {1000 / raw:7.1f} images/s")
+        print(f"  pipeline, 1 process              {one['median_ms']:7.2f} ms/image  {one['images_per_s']:7.1f} images/s")
+        print(f"  pipeline, 2 processes                              {two:7.1f} images/s")
+        print(f"  ratio pipeline / raw throughput  {raw / one['median_ms']:.2f}")
+        print("  stages (median ms): " + ", ".join(f"{k} {v:.2f}" for k, v in one["stages_ms"].items()))
+        print()
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,180 @@
+"""Decode and validate: every rejection class has its stable code; accepted images decode right."""
+
+from __future__ import annotations
+
+import io
+import struct
+import tracemalloc
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from aurum import errors
+from aurum.config import Settings
+from aurum.image import decode_image, sniff_format
+
+from .conftest import encode, photo_bytes, photo_rgb, resize
+
+
+def _png_with_size(width: int, height: int) -> bytes:
+    """A real PNG whose IHDR declares ``width`` x ``height`` (a decompression-bomb header)."""
+    data = bytearray(encode(np.zeros((8, 8, 3), np.uint8)))
+    ihdr = data.index(b"IHDR")
+    data[ihdr + 4:ihdr + 12] = struct.pack(">II", width, height)
+    crc = zlib.crc32(bytes(data[ihdr:ihdr + 17]))
+    data[ihdr + 17:ihdr + 21] = struct.pack(">I", crc)
+    return bytes(data)
+
+
+def _jpeg_with_size(width: int, height: int) -> bytes:
+    data = bytearray(encode(np.zeros((8, 8, 3), np.uint8), "JPEG"))
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5:sof + 9] = struct.pack(">HH", height, width)
+    return bytes(data)
+
+
+@pytest.fixture(scope="module")
+def s() -> Settings:
+    return Settings.from_env()
+
+
+def code_of(data: bytes, settings: Settings) -> str:
+    with pytest.raises(errors.AurumError) as info:
+        decode_image(data, settings)
+    return info.value.code
+
+
+@pytest.mark.parametrize("name,data,code", [
+    ("empty", b"", "EMPTY_IMAGE"),
+    ("random bytes", bytes(np.random.default_rng(1).integers(0, 256, 4096, dtype=np.uint8)), "UNSUPPORTED_FORMAT"),
+    ("text", b"hello, this is not an image", "UNSUPPORTED_FORMAT"),
+    ("svg", b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg"></svg>', "UNSUPPORTED_FORMAT"),
+    ("html", b"<!DOCTYPE html><html></html>", "UNSUPPORTED_FORMAT"),
+    ("pdf", b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj", "UNSUPPORTED_FORMAT"),
+    ("gif", encode(np.zeros((64, 64, 3), np.uint8), "GIF"), "UNSUPPORTED_FORMAT"),
+    ("bmp", encode(np.zeros((64, 64, 3), np.uint8), "BMP"), "UNSUPPORTED_FORMAT"),
+    ("tiff", encode(np.zeros((64, 64, 3), np.uint8), "TIFF"), "UNSUPPORTED_FORMAT"),
+    ("truncated jpeg", photo_bytes("rocket.jpg")[:5000], "CORRUPT_IMAGE"),
+    ("truncated png", photo_bytes("astronaut.png")[:20000], "CORRUPT_IMAGE"),
+    ("jpeg header only", photo_bytes("rocket.jpg")[:200], "CORRUPT_IMAGE"),
+    ("png magic only", b"\x89PNG\r\n\x1a\n", "CORRUPT_IMAGE"),
+    ("webp garbage", b"RIFF\x10\x00\x00\x00WEBPVP8 " + b"\x00" * 20, "CORRUPT_IMAGE"),
+    ("png bomb", _png_with_size(100_000, 100_000), "IMAGE_TOO_LARGE"),
+    ("jpeg bomb", _jpeg_with_size(65_000, 65_000), "IMAGE_TOO_LARGE"),
+    ("tiny", encode(np.zeros((16, 16, 3), np.uint8)), "IMAGE_TOO_SMALL"),
+    ("1x1", encode(np.zeros((1, 1, 3), np.uint8)), "IMAGE_TOO_SMALL"),
+])
+def test_rejections_have_stable_codes(name: str, data: bytes, code: str, s: Settings) -> None:
+    assert code_of(data, s) == code
+
+
+def test_corrupt_body_behind_valid_header(s: Settings) -> None:
+    data = bytearray(photo_bytes("rocket.jpg"))
+    data[2000:] = bytes(len(data) - 2000)  # valid headers, the scan data zeroed then cut
+    assert code_of(bytes(data[:len(data) // 2]), s) == "CORRUPT_IMAGE"
+
+
+def test_byte_limit(s: Settings) -> None:
+    small_limit = Settings.from_env(max_image_bytes=1000)
+    with pytest.raises(errors.ImageTooLarge) as info:
+        decode_image(photo_bytes("rocket.jpg"), small_limit)
+    assert info.value.details["limit_bytes"] == 1000
+
+
+def test_bomb_is_rejected_without_allocating(s: Settings) -> None:
+    bomb = _png_with_size(60_000, 60_000)  # 3.6 GP: ~10 GB if decoded
+    tracemalloc.start()
+    with pytest.raises(errors.ImageTooLarge):
+        decode_image(bomb, s)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < 5 * 1024 * 1024
+
+
+def test_animated_image_is_refused(s: Settings) -> None:
+    frames = [Image.fromarray(np.full((64, 64, 3), v, np.uint8)) for v in (0, 255)]
+    buf = io.BytesIO()
+    frames[0].save(buf, "WEBP", save_all=True, append_images=frames[1:])
+    assert code_of(buf.getvalue(), s) == "UNSUPPORTED_FORMAT"
+
+
+def test_formats_and_modes_decode_to_rgb(s: Settings) -> None:
+    astro = photo_rgb("astronaut.png")
+    cases = {
+        "jpeg": encode(astro, "JPEG", quality=90),
+        "png": photo_bytes("astronaut.png"),
+        "webp": encode(astro, "WEBP", quality=90),
+    }
+    for fmt, data in cases.items():
+        img = decode_image(data, s)
+        assert img.format == fmt
+        assert img.rgb.shape == (512, 512, 3) and img.rgb.dtype == np.uint8
+        assert np.abs(img.rgb.astype(int) - astro).mean() < 4, fmt
+
+
+def test_grey_alpha_16bit_and_cmyk(s: Settings) -> None:
+    grey = decode_image(photo_bytes("camera.png"), s)
+    assert grey.rgb.shape == (512, 512, 3)
+    assert (grey.rgb[..., 0] == grey.rgb[..., 2]).all()
+
+    rgba = np.dstack([photo_rgb("astronaut.png"), np.full((512, 512), 255, np.uint8)])
+    rgba[:100, :100, 3] = 0  # transparent corner becomes white
+    img = decode_image(encode(rgba), s)
+    assert (img.rgb[:100, :100] == 255).all()
+
+    sixteen = Image.fromarray((np.asarray(Image.open(io.BytesIO(photo_bytes("camera.png")))).astype(np.uint16) * 257))
+    buf = io.BytesIO()
+    sixteen.save(buf, "PNG")
+    img16 = decode_image(buf.getvalue(), s)
+    assert abs(int(img16.rgb.mean()) - int(grey.rgb.mean())) <= 1
+
+    cmyk = Image.fromarray(photo_rgb("astronaut.png")).convert("CMYK")
+    buf = io.BytesIO()
+    cmyk.save(buf, "JPEG", quality=95)
+    img_cmyk = decode_image(buf.getvalue(), s)
+    assert img_cmyk.rgb.shape == (512, 512, 3)
+
+
+@pytest.mark.parametrize("orientation,rotate", [(3, 180), (6, 90), (8, 270)])
+def test_exif_orientation_is_applied(orientation: int, rotate: int, s: Settings) -> None:
+    upright = photo_rgb("astronaut.png")[:, :400]  # 400 wide x 512 tall
+    stored = Image.fromarray(upright).rotate(rotate, expand=True)  # as a camera would store it
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buf = io.BytesIO()
+    stored.save(buf, "JPEG", quality=95, exif=exif.tobytes())
+    img = decode_image(buf.getvalue(), s)
+    assert (img.width, img.height) == (400, 512)
+    assert np.abs(img.rgb.astype(int) - upright).mean() < 4
+
+
+def test_absurd_exif_orientation_is_ignored(s: Settings) -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 77
+    buf = io.BytesIO()
+    Image.fromarray(photo_rgb("astronaut.png")).save(buf, "JPEG", exif=exif.tobytes())
+    assert decode_image(buf.getvalue(), s).rgb.shape == (512, 512, 3)
+
+
+def test_large_jpeg_is_decoded_at_reduced_size(s: Settings) -> None:
+    big = encode(resize(photo_rgb("astronaut.png"), 8.0), "JPEG", quality=85)  # 4096 x 4096
+    img = decode_image(big, s)
+    assert (img.width, img.height) == (4096, 4096)
+    assert max(img.rgb.shape[:2]) == s.work_max_side
+    assert img.scale == pytest.approx(0.5)
+    assert np.allclose(img.to_original(np.array([100.0, 200.0])), [200.0, 400.0])
+
+
+def test_sha256_is_of_the_uploaded_bytes(s: Settings) -> None:
+    import hashlib
+
+    data = photo_bytes("rocket.jpg")
+    assert decode_image(data, s).sha256 == hashlib.sha256(data).hexdigest()
+
+
+def test_sniff_format() -> None:
+    assert sniff_format(photo_bytes("rocket.jpg")) == "jpeg"
+    assert sniff_format(photo_bytes("astronaut.png")) == "png"
+    assert sniff_format(b"GIF89a....") == "gif"
