@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from .geometry import similarity_transform
+from .geometry import planar, similarity_transform
 from .store import ModelStore
 
 SIZE = 112
@@ -31,10 +31,7 @@ class SFace:
         """L2-normalised embeddings [N, 128] for aligned RGB crops."""
         if not aligned:
             return np.zeros((0, 128), dtype=np.float32)
-        x = np.stack(aligned).astype(np.float32)
-        if self.bgr:
-            x = x[..., ::-1]
-        x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+        x = planar(aligned, 1.0, bgr=self.bgr)
         session = self.store.session(self.name)
         inp, out = session.get_inputs()[0].name, session.get_outputs()[0].name
         if self.batchable:

@@ -24,13 +24,17 @@ class Letterbox:
         return out
 
 
+def shrink_interpolation(scale: float) -> int:
+    """INTER_AREA only where bilinear would alias (below half size): it costs 2.5x more."""
+    return cv2.INTER_AREA if scale < 0.5 else cv2.INTER_LINEAR
+
+
 def letterbox(rgb: np.ndarray, size: int) -> tuple[np.ndarray, Letterbox]:
     """Resize keeping the aspect ratio into a ``size`` square, centred on a zero border."""
     h, w = rgb.shape[:2]
     scale = size / max(h, w)
     nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
-    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-    resized = cv2.resize(rgb, (nw, nh), interpolation=interp)
+    resized = cv2.resize(rgb, (nw, nh), interpolation=shrink_interpolation(scale))
     canvas = np.zeros((size, size, 3), dtype=np.uint8)
     px, py = (size - nw) // 2, (size - nh) // 2
     canvas[py:py + nh, px:px + nw] = resized
@@ -103,3 +107,18 @@ def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     m[:, :2] = scale * rot
     m[:, 2] = mu_d - scale * rot @ mu_s
     return m
+
+
+def planar(images: list[np.ndarray], scale: float, offset: float = 0.0, bgr: bool = False) -> np.ndarray:
+    """HxWx3 uint8 images -> contiguous float32 NCHW ``x * scale + offset``, plane by plane
+    (several times faster than a transposed float copy, which ONNX Runtime would copy again)."""
+    n, (h, w) = len(images), images[0].shape[:2]
+    out = np.empty((n, 3, h, w), dtype=np.float32)
+    for i, img in enumerate(images):
+        for c in range(3):
+            plane = out[i, c]
+            plane[...] = img[:, :, 2 - c if bgr else c]
+            plane *= scale
+            if offset:
+                plane += offset
+    return out

@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 
 from .detect import Detection
+from .geometry import planar
 from .regions import LEFT_EYE, MOUTH_LEFT, MOUTH_RIGHT, NOSE_TIP, RIGHT_EYE
 from .store import ModelStore
 
@@ -102,7 +103,7 @@ class FaceMesh:
         """All crops of a batch (any number of images) in one session call."""
         if not crops:
             return []
-        x = np.stack(crops).astype(np.float32).transpose(0, 3, 1, 2) * np.float32(1 / 255)
+        x = planar(crops, 1 / 255)
         raw, presence = self.store.session(self.name).run(["landmarks", "presence"], {"image": x})
         raw = raw.reshape(len(crops), 468, 3).astype(np.float64)
         presence = 1.0 / (1.0 + np.exp(-np.clip(presence.reshape(-1).astype(np.float64), -100, 100)))
