@@ -68,3 +68,36 @@ def astronaut_result(pipeline: Pipeline, astronaut: bytes) -> dict:
     from aurum.schemas import ScoreOptions
 
     return pipeline.score(astronaut, ScoreOptions(return_landmarks=True, return_embedding=True))
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    """Our own redis-server for the whole run (free port, temp dir); never a server we did not start."""
+    from .redis_server import RedisServer
+
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def celery_app(redis_server):
+    """The project's Celery app, its broker, backend and image store pointed at our redis (DB 1).
+    Workers started by the tests (in-process or as processes) share it one module at a time."""
+    import os
+
+    url = f"{redis_server.url}/1"
+    old = os.environ.get("AURUM_REDIS_URL")
+    os.environ["AURUM_REDIS_URL"] = url
+    import workers.tasks  # noqa: F401 - registers the tasks
+    from workers import runtime
+    from workers.app import app
+
+    runtime.reset()
+    app.conf.update(broker_url=url, result_backend=url)
+    yield app
+    runtime.reset()
+    if old is None:
+        os.environ.pop("AURUM_REDIS_URL", None)
+    else:
+        os.environ["AURUM_REDIS_URL"] = old

@@ -1,0 +1,166 @@
+"""Celery tasks against a real redis-server and a real (in-process) worker with the real models."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from aurum import errors
+
+from .conftest import encode, group_photo, photo_bytes
+
+
+@pytest.fixture(scope="module")
+def worker(celery_app):
+    """A solo-pool worker thread consuming both queues. The solo pool sends worker_process_init
+    too, so the worker loads its own models as in production."""
+    from celery.contrib.testing.worker import start_worker
+
+    with start_worker(celery_app, pool="solo", concurrency=1, perform_ping_check=False,
+                      queues=["score", "fallback"], loglevel="WARNING"):
+        yield celery_app
+
+
+def put(data: bytes) -> str:
+    from workers import runtime
+
+    return runtime.images().put(data)
+
+
+def test_score_image_equals_in_process_result_and_deletes_the_image(worker, pipeline) -> None:
+    from workers import runtime
+    from workers.tasks import score_image
+
+    key = put(photo_bytes("astronaut.png"))
+    result = score_image.apply_async(args=(key, {"return_embedding": True})).get(timeout=30)
+    local = pipeline.score(photo_bytes("astronaut.png"), __import__("aurum.schemas").schemas.load_options(
+        {"return_embedding": True}))
+    for doc in (result, local):
+        doc.pop("timings_ms")
+    assert result == local
+    assert runtime.images().redis.exists(key) == 0
+
+
+@pytest.mark.parametrize("data,code", [
+    (b"definitely not an image", "UNSUPPORTED_FORMAT"),
+    (photo_bytes("coffee.png"), "NO_FACE"),
+    (photo_bytes("rocket.jpg")[:4000], "CORRUPT_IMAGE"),
+])
+def test_bad_images_fail_at_once_with_their_code(worker, data: bytes, code: str) -> None:
+    from workers import runtime
+    from workers.tasks import JobFailed, score_image
+
+    key = put(data)
+    async_result = score_image.apply_async(args=(key,))
+    with pytest.raises(JobFailed) as info:
+        async_result.get(timeout=30)
+    assert info.value.code == code
+    assert async_result.state == "FAILURE"
+    assert runtime.images().redis.exists(key) == 0
+
+
+def test_expired_image(worker) -> None:
+    from workers.tasks import JobFailed, score_image
+
+    with pytest.raises(JobFailed) as info:
+        score_image.apply_async(args=("aurum:image:gone",)).get(timeout=30)
+    assert info.value.code == "IMAGE_EXPIRED"
+
+
+def test_invalid_options_fail_with_invalid_option(worker) -> None:
+    from workers.tasks import JobFailed, score_image
+
+    with pytest.raises(JobFailed) as info:
+        score_image.apply_async(args=(put(photo_bytes("astronaut.png")), {"max_faces": 0})).get(timeout=30)
+    assert info.value.code == "INVALID_OPTION"
+
+
+def test_batch_reports_per_item_results_and_progress(worker, pipeline) -> None:
+    from workers.tasks import score_batch
+
+    canvas, _ = group_photo()
+    images = [photo_bytes("astronaut.png"), b"nope", encode(canvas)] * 4  # 12 items: two chunks
+    keys = [put(d) for d in images]
+    async_result = score_batch.apply_async(args=(keys,))
+    seen_progress = set()
+    deadline = time.monotonic() + 60
+    while not async_result.ready() and time.monotonic() < deadline:
+        if async_result.state == "PROGRESS":
+            seen_progress.add(async_result.info["done"])
+        time.sleep(0.005)
+    out = async_result.get(timeout=5)
+    assert out["total"] == out["done"] == 12
+    for i, item in enumerate(out["items"]):
+        if i % 3 == 1:
+            assert item["error"]["code"] == "UNSUPPORTED_FORMAT"
+        else:
+            assert len(item["faces"]) == (1 if i % 3 == 0 else 3)
+    single = pipeline.score(encode(canvas))
+    assert [f["score"] for f in out["items"][2]["faces"]] == [f["score"] for f in single["faces"]]
+    assert seen_progress <= {8, 12}
+
+
+def test_retryable_error_is_retried_then_succeeds(worker, monkeypatch) -> None:
+    """Fault injection: inference fails twice (as a transient ONNX Runtime error would)."""
+    from workers import runtime, tasks
+
+    monkeypatch.setattr(tasks, "backoff", lambda retries: 0.05)
+    target = runtime.pipeline()
+    calls = {"n": 0}
+    real = target.score
+
+    def flaky(data, options=None):
+        calls["n"] += 1
+        if calls["n"] <= 2:
+            raise errors.InferenceFailed("landmarks failed: simulated transient fault")
+        return real(data, options)
+
+    monkeypatch.setattr(target, "score", flaky)
+    result = tasks.score_image.apply_async(args=(put(photo_bytes("astronaut.png")),)).get(timeout=30)
+    assert calls["n"] == 3 and len(result["faces"]) == 1
+
+
+def test_retries_are_bounded(worker, monkeypatch) -> None:
+    from workers import runtime, tasks
+
+    monkeypatch.setattr(tasks, "backoff", lambda retries: 0.02)
+
+    def broken(data, options=None):
+        raise errors.InferenceFailed("landmarks failed: simulated persistent fault")
+
+    monkeypatch.setattr(runtime.pipeline(), "score", broken)
+    with pytest.raises(tasks.JobFailed) as info:
+        tasks.score_image.apply_async(args=(put(photo_bytes("astronaut.png")),)).get(timeout=30)
+    assert info.value.code == "INFERENCE_FAILED" and info.value.args[2]["retries"] == tasks.MAX_RETRIES
+
+
+def test_redelivered_job_becomes_a_dead_letter(worker) -> None:
+    """A message that keeps coming back is failed with POISON_MESSAGE: simulate its earlier
+    deliveries (each killed its worker) by the counter a real delivery increments."""
+    from workers import runtime
+    from workers.tasks import DEAD_LETTERS, MAX_DELIVERIES, JobFailed, score_image
+
+    job_id = "poison-job-1"
+    store = runtime.images().redis
+    store.set(f"aurum:deliveries:{job_id}", MAX_DELIVERIES)
+    with pytest.raises(JobFailed) as info:
+        score_image.apply_async(args=(put(photo_bytes("astronaut.png")),), task_id=job_id).get(timeout=30)
+    assert info.value.code == "POISON_MESSAGE"
+    assert job_id.encode() in store.lrange(DEAD_LETTERS, 0, -1)
+
+
+def test_messages_carry_keys_not_images(worker) -> None:
+    from workers.tasks import score_image
+
+    key = put(photo_bytes("astronaut.png"))
+    sig = score_image.s(key)
+    assert sig.args == (key,) and len(repr(sig)) < 200
+
+
+def test_worker_thread_budget() -> None:
+    from workers.runtime import ort_threads
+
+    assert ort_threads(2, cores=2) == 1
+    assert ort_threads(1, cores=2) == 2
+    assert ort_threads(None, cores=4) == 1
+    assert ort_threads(8, cores=2) == 1

@@ -1,0 +1,63 @@
+"""Per-process state of a worker: the pipeline (loaded after fork) and the image store."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+from aurum.config import Settings
+from aurum.pipeline import Pipeline
+from aurum.store import gpu_for_child
+
+from .imagestore import ImageStore
+
+log = logging.getLogger(__name__)
+
+_pipeline: Pipeline | None = None
+_images: ImageStore | None = None
+
+
+def ort_threads(concurrency: int | None, cores: int | None = None) -> int:
+    """Threads per process so that processes x threads <= cores."""
+    cores = cores or os.cpu_count() or 1
+    return max(1, cores // max(1, concurrency or cores))
+
+
+def load(child_index: int = 0, concurrency: int | None = None) -> Pipeline:
+    """Create this process's ONNX sessions (call after fork) and warm every model up once."""
+    global _pipeline
+    base = Settings.from_env()
+    overrides = {}
+    if not os.environ.get("AURUM_ORT_THREADS"):
+        overrides["ort_threads"] = ort_threads(concurrency)
+    if base.device == "cuda":
+        overrides["gpus"] = (gpu_for_child(child_index, base.gpus),)
+    settings = Settings.from_env(**overrides)
+    start = time.perf_counter()
+    pipeline = Pipeline(settings)
+    pipeline.load(embedding=True)
+    _pipeline = pipeline
+    log.info("child %d: models loaded in %.0f ms (device %s, gpu %s, %d ORT threads)",
+             child_index, (time.perf_counter() - start) * 1000, settings.device,
+             settings.gpus[0] if settings.device == "cuda" else "-", settings.ort_threads)
+    return pipeline
+
+
+def pipeline() -> Pipeline:
+    """The loaded pipeline; loads it on first use where no worker_process_init ran (solo pool)."""
+    return _pipeline or load()
+
+
+def images() -> ImageStore:
+    global _images
+    if _images is None:
+        _images = ImageStore.from_url(os.environ.get("AURUM_REDIS_URL", "redis://localhost:6379/0"))
+    return _images
+
+
+def reset() -> None:
+    """Forget per-process state (tests, and after a configuration change)."""
+    global _pipeline, _images
+    _pipeline = None
+    _images = None

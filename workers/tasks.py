@@ -1,0 +1,134 @@
+"""The scoring tasks. Messages carry image keys and options, never image bytes.
+
+Outcomes: a result document (SUCCESS); :class:`JobFailed` with a stable code for anything the
+client must know about (bad image, no face, expired image, poison message); a retry with
+exponential backoff and jitter for retryable errors (``INFERENCE_FAILED``, Redis hiccups).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+from typing import Any
+
+import redis
+from celery import Task
+
+from aurum import errors
+from aurum.schemas import load_options
+
+from . import runtime
+from .app import app
+from .imagestore import ImageExpired
+
+log = logging.getLogger(__name__)
+
+MAX_DELIVERIES = int(os.environ.get("AURUM_MAX_DELIVERIES", "3"))
+MAX_RETRIES = int(os.environ.get("AURUM_MAX_RETRIES", "3"))
+DEAD_LETTERS = "aurum:dead-letters"
+BATCH_CHUNK = 8
+
+
+class JobFailed(Exception):
+    """A job's final failure. Its args (code, message, details) survive the JSON result backend,
+    so the API reads the same stable code the core raised."""
+
+    def __init__(self, code: str, message: str, details: dict | None = None) -> None:
+        super().__init__(code, message, details or {})
+
+    @property
+    def code(self) -> str:
+        return self.args[0]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"error": {"code": self.args[0], "message": self.args[1], "details": self.args[2]}}
+
+
+def backoff(retries: int, base: float = 0.5, cap: float = 10.0) -> float:
+    """Exponential backoff with full jitter: uniform(0, min(cap, base * 2**retries))."""
+    return random.uniform(0, min(cap, base * 2 ** retries))
+
+
+class ScoringTask(Task):
+    abstract = True
+
+    def count_delivery(self) -> None:
+        """Fail a job whose message keeps coming back (its image kills the worker) instead of
+        letting it loop forever. Executions minus our own retries = deliveries."""
+        key = f"aurum:deliveries:{self.request.id}"
+        store = runtime.images().redis
+        attempts = store.incr(key)
+        store.expire(key, 24 * 3600)
+        deliveries = attempts - (self.request.retries or 0)
+        if deliveries > MAX_DELIVERIES:
+            store.lpush(DEAD_LETTERS, self.request.id)
+            raise JobFailed("POISON_MESSAGE",
+                            f"The job was delivered {deliveries - 1} times and its worker died each time; "
+                            "it has been set aside.", {"deliveries": deliveries - 1})
+
+    def retry_later(self, exc: Exception) -> None:
+        if self.request.retries >= MAX_RETRIES:
+            code = getattr(exc, "code", "RETRIES_EXHAUSTED")
+            raise JobFailed(code, f"Gave up after {MAX_RETRIES} retries: {exc}", {"retries": MAX_RETRIES})
+        raise self.retry(exc=exc, countdown=backoff(self.request.retries), max_retries=MAX_RETRIES)
+
+
+@app.task(name="aurum.score_image", bind=True, base=ScoringTask)
+def score_image(self: ScoringTask, image_key: str, options: dict | None = None) -> dict[str, Any]:
+    try:
+        self.count_delivery()
+        opts = load_options(options)
+        data = runtime.images().get(image_key)
+        result = runtime.pipeline().score(data, opts)
+    except ImageExpired:
+        raise JobFailed("IMAGE_EXPIRED", "The uploaded image expired before a worker took the job.") from None
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        self.retry_later(exc)
+    except errors.AurumError as exc:
+        if exc.retryable:
+            self.retry_later(exc)
+        runtime.images().delete(image_key)
+        raise JobFailed(exc.code, exc.message, exc.details) from None
+    runtime.images().delete(image_key)
+    return result
+
+
+@app.task(name="aurum.score_batch", bind=True, base=ScoringTask)
+def score_batch(self: ScoringTask, image_keys: list[str], options: dict | None = None) -> dict[str, Any]:
+    """Several images with batched inference (all faces of a chunk through each model at once);
+    progress is published as state PROGRESS with ``done`` / ``total``."""
+    try:
+        self.count_delivery()
+        opts = load_options(options)
+        store, pipe = runtime.images(), runtime.pipeline()
+        items: list[dict[str, Any]] = []
+        total = len(image_keys)
+        for start in range(0, total, BATCH_CHUNK):
+            keys = image_keys[start:start + BATCH_CHUNK]
+            datas, missing = [], set()
+            for i, key in enumerate(keys):
+                try:
+                    datas.append(store.get(key))
+                except ImageExpired:
+                    missing.add(i)
+                    datas.append(b"")
+            results = pipe.score_many(datas, opts)
+            for i, result in enumerate(results):
+                if i in missing:
+                    items.append({"error": {"code": "IMAGE_EXPIRED", "message": "The image expired."}})
+                elif isinstance(result, errors.AurumError):
+                    if result.retryable:
+                        raise result
+                    items.append(result.to_dict())
+                else:
+                    items.append(result)
+            self.update_state(state="PROGRESS", meta={"done": len(items), "total": total})
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        self.retry_later(exc)
+    except errors.AurumError as exc:
+        if exc.retryable:
+            self.retry_later(exc)
+        raise JobFailed(exc.code, exc.message, exc.details) from None
+    runtime.images().delete(*image_keys)
+    return {"total": total, "done": total, "items": items}
