@@ -147,6 +147,7 @@ def test_redelivered_job_becomes_a_dead_letter(worker) -> None:
         score_image.apply_async(args=(put(photo_bytes("astronaut.png")),), task_id=job_id).get(timeout=30)
     assert info.value.code == "POISON_MESSAGE"
     assert job_id.encode() in store.lrange(DEAD_LETTERS, 0, -1)
+    assert not store.keys("aurum:image:*"), "a dead-lettered job's image must not linger"
 
 
 def test_messages_carry_keys_not_images(worker) -> None:

@@ -10,10 +10,12 @@ from __future__ import annotations
 import logging
 import os
 import random
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 import redis
 from celery import Task
+from celery.exceptions import Retry
 
 from aurum import errors
 from aurum.schemas import load_options
@@ -74,8 +76,33 @@ class ScoringTask(Task):
         raise self.retry(exc=exc, countdown=backoff(self.request.retries), max_retries=MAX_RETRIES)
 
 
+@contextmanager
+def images_released(*keys: str) -> Iterator[None]:
+    """Delete the job's images once it has ended (result or final failure), not on a retry."""
+    try:
+        yield
+    except Retry:
+        raise
+    except BaseException:
+        _release(keys)
+        raise
+    _release(keys)
+
+
+def _release(keys: tuple[str, ...]) -> None:
+    try:
+        runtime.images().delete(*keys)
+    except redis.RedisError:  # the TTL removes them anyway
+        log.warning("could not delete %d image key(s); they expire with their TTL", len(keys))
+
+
 @app.task(name="aurum.score_image", bind=True, base=ScoringTask)
 def score_image(self: ScoringTask, image_key: str, options: dict | None = None) -> dict[str, Any]:
+    with images_released(image_key):
+        return _score_image(self, image_key, options)
+
+
+def _score_image(self: ScoringTask, image_key: str, options: dict | None) -> dict[str, Any]:
     try:
         self.count_delivery()
         opts = load_options(options)
@@ -88,9 +115,7 @@ def score_image(self: ScoringTask, image_key: str, options: dict | None = None) 
     except errors.AurumError as exc:
         if exc.retryable:
             self.retry_later(exc)
-        runtime.images().delete(image_key)
         raise JobFailed(exc.code, exc.message, exc.details) from None
-    runtime.images().delete(image_key)
     return result
 
 
@@ -98,6 +123,11 @@ def score_image(self: ScoringTask, image_key: str, options: dict | None = None) 
 def score_batch(self: ScoringTask, image_keys: list[str], options: dict | None = None) -> dict[str, Any]:
     """Several images with batched inference (all faces of a chunk through each model at once);
     progress is published as state PROGRESS with ``done`` / ``total``."""
+    with images_released(*image_keys):
+        return _score_batch(self, image_keys, options)
+
+
+def _score_batch(self: ScoringTask, image_keys: list[str], options: dict | None) -> dict[str, Any]:
     try:
         self.count_delivery()
         opts = load_options(options)
@@ -130,5 +160,4 @@ def score_batch(self: ScoringTask, image_keys: list[str], options: dict | None =
         if exc.retryable:
             self.retry_later(exc)
         raise JobFailed(exc.code, exc.message, exc.details) from None
-    runtime.images().delete(*image_keys)
     return {"total": total, "done": total, "items": items}
