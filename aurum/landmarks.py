@@ -88,7 +88,7 @@ class FaceMesh:
             transforms.append(m)
         return crops, transforms
 
-    def realign(self, rgb: np.ndarray, det: Detection, mesh: Mesh) -> Detection | None:
+    def realign(self, det: Detection, mesh: Mesh) -> Detection | None:
         """A detection re-levelled on the mesh's eyes, or None when the crop was level enough."""
         eyes = mesh.five_points()[:2]
         crop_eyes = np.array([det.keypoints["right_eye"], det.keypoints["left_eye"]])

@@ -127,7 +127,7 @@ class Pipeline:
                 face.mesh = mesh
             redo = []
             for item, face in faces:
-                level = self.facemesh.realign(item.image.rgb, face.det, face.mesh)
+                level = self.facemesh.realign(face.det, face.mesh)
                 if level is not None:
                     redo.append((face, *self.facemesh.crops(item.image.rgb, [level])))
             if redo:

@@ -77,10 +77,20 @@ class ScoringTask(Task):
 
 
 @contextmanager
-def images_released(*keys: str) -> Iterator[None]:
-    """Delete the job's images once it has ended (result or final failure), not on a retry."""
+def job_outcome(task: ScoringTask, keys: tuple[str, ...]) -> Iterator[None]:
+    """Map what a job body raises to its outcome, once for every task: retryable errors retry
+    (images kept), everything else ends the job with a stable code and releases its images."""
     try:
-        yield
+        try:
+            yield
+        except ImageExpired:
+            raise JobFailed("IMAGE_EXPIRED", "The uploaded image expired before a worker took the job.") from None
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            task.retry_later(exc)
+        except errors.AurumError as exc:
+            if exc.retryable:
+                task.retry_later(exc)
+            raise JobFailed(exc.code, exc.message, exc.details) from None
     except Retry:
         raise
     except BaseException:
@@ -98,37 +108,17 @@ def _release(keys: tuple[str, ...]) -> None:
 
 @app.task(name="aurum.score_image", bind=True, base=ScoringTask)
 def score_image(self: ScoringTask, image_key: str, options: dict | None = None) -> dict[str, Any]:
-    with images_released(image_key):
-        return _score_image(self, image_key, options)
-
-
-def _score_image(self: ScoringTask, image_key: str, options: dict | None) -> dict[str, Any]:
-    try:
+    with job_outcome(self, (image_key,)):
         self.count_delivery()
         opts = load_options(options)
-        data = runtime.images().get(image_key)
-        result = runtime.pipeline().score(data, opts)
-    except ImageExpired:
-        raise JobFailed("IMAGE_EXPIRED", "The uploaded image expired before a worker took the job.") from None
-    except (redis.ConnectionError, redis.TimeoutError) as exc:
-        self.retry_later(exc)
-    except errors.AurumError as exc:
-        if exc.retryable:
-            self.retry_later(exc)
-        raise JobFailed(exc.code, exc.message, exc.details) from None
-    return result
+        return runtime.pipeline().score(runtime.images().get(image_key), opts)
 
 
 @app.task(name="aurum.score_batch", bind=True, base=ScoringTask)
 def score_batch(self: ScoringTask, image_keys: list[str], options: dict | None = None) -> dict[str, Any]:
     """Several images with batched inference (all faces of a chunk through each model at once);
     progress is published as state PROGRESS with ``done`` / ``total``."""
-    with images_released(*image_keys):
-        return _score_batch(self, image_keys, options)
-
-
-def _score_batch(self: ScoringTask, image_keys: list[str], options: dict | None) -> dict[str, Any]:
-    try:
+    with job_outcome(self, tuple(image_keys)):
         self.count_delivery()
         opts = load_options(options)
         store, pipe = runtime.images(), runtime.pipeline()
@@ -143,8 +133,7 @@ def _score_batch(self: ScoringTask, image_keys: list[str], options: dict | None)
                 except ImageExpired:
                     missing.add(i)
                     datas.append(b"")
-            results = pipe.score_many(datas, opts)
-            for i, result in enumerate(results):
+            for i, result in enumerate(pipe.score_many(datas, opts)):
                 if i in missing:
                     items.append({"error": {"code": "IMAGE_EXPIRED", "message": "The image expired."}})
                 elif isinstance(result, errors.AurumError):
@@ -154,10 +143,4 @@ def _score_batch(self: ScoringTask, image_keys: list[str], options: dict | None)
                 else:
                     items.append(result)
             self.update_state(state="PROGRESS", meta={"done": len(items), "total": total})
-    except (redis.ConnectionError, redis.TimeoutError) as exc:
-        self.retry_later(exc)
-    except errors.AurumError as exc:
-        if exc.retryable:
-            self.retry_later(exc)
-        raise JobFailed(exc.code, exc.message, exc.details) from None
-    return {"total": total, "done": total, "items": items}
+        return {"total": total, "done": total, "items": items}
