@@ -1,15 +1,15 @@
-"""Celery configuration, from environment variables with documented defaults (see README).
-
-Broker and result backend default to ``AURUM_REDIS_URL``; ``CELERY_BROKER_URL`` and
-``CELERY_RESULT_BACKEND`` override them.
-"""
+"""Celery configuration. Values come from :class:`aurum.config.Settings` (environment variables
+with documented defaults); ``CELERY_BROKER_URL`` / ``CELERY_RESULT_BACKEND`` override
+``AURUM_REDIS_URL`` for the broker and the result backend."""
 
 import os
 
-_redis = os.environ.get("AURUM_REDIS_URL", "redis://localhost:6379/0")
+from aurum.config import Settings
 
-broker_url = os.environ.get("CELERY_BROKER_URL", _redis)
-result_backend = os.environ.get("CELERY_RESULT_BACKEND", _redis)
+_s = Settings.from_env()
+
+broker_url = os.environ.get("CELERY_BROKER_URL", _s.redis_url)
+result_backend = os.environ.get("CELERY_RESULT_BACKEND", _s.redis_url)
 
 # JSON: results are JSON documents anyway, and the API and Flower read them without pickle.
 task_serializer = "json"
@@ -20,18 +20,22 @@ accept_content = ["json"]
 # and re-queue when the worker process dies mid-job (a delivery counter stops poison images).
 task_acks_late = True
 task_reject_on_worker_lost = True
-worker_prefetch_multiplier = int(os.environ.get("AURUM_PREFETCH", "1"))
+worker_prefetch_multiplier = _s.prefetch
 
 # Privacy: results are biometric derivatives and expire.
-result_expires = int(os.environ.get("AURUM_RESULT_TTL", "3600"))
+result_expires = _s.result_ttl
 result_extended = True
 
-task_soft_time_limit = int(os.environ.get("AURUM_TASK_SOFT_TIME_LIMIT", "20"))
-task_time_limit = int(os.environ.get("AURUM_TASK_TIME_LIMIT", "30"))
+task_soft_time_limit = _s.task_soft_time_limit
+task_time_limit = _s.task_time_limit
 # Redis redelivers unacknowledged messages after the visibility timeout: keep it above the hard
 # time limit so a slow job is never delivered twice while it is still running.
-broker_transport_options = {"visibility_timeout": task_time_limit * 4}
-result_backend_transport_options = {"retry_policy": {"timeout": 1.0}}
+broker_transport_options = {"visibility_timeout": _s.task_time_limit * 4}
+# Fail fast when Redis is down: the API must answer 503 within a second, not hang.
+broker_connection_timeout = 1.0
+task_publish_retry_policy = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
+redis_socket_timeout = 2.0
+redis_socket_connect_timeout = 1.0
 broker_connection_retry_on_startup = True
 
 task_routes = {

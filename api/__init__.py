@@ -1,1 +1,5 @@
-"""Flask side of Aurum: the application factory and its blueprints (the job-service issue)."""
+"""Flask side of Aurum: a thin HTTP layer that validates uploads and hands jobs to Celery."""
+
+from .app import create_app
+
+__all__ = ["create_app"]

@@ -69,6 +69,22 @@ class Settings:
     q_max_truncation: float = setting("AURUM_Q_MAX_TRUNCATION", 0.02,
                                       "Quality: largest share of landmarks outside the image.")
 
+    # --- job service (API and workers) --------------------------------------------------------
+    redis_url: str = setting("AURUM_REDIS_URL", "redis://localhost:6379/0",
+                             "Redis for broker, results, image store, cache and limits.")
+    result_ttl: int = setting("AURUM_RESULT_TTL", 3600, "Seconds a job's result is kept (privacy TTL).")
+    image_ttl: int = setting("AURUM_IMAGE_TTL", 600, "Seconds an uploaded image may wait in Redis for a worker.")
+    max_batch: int = setting("AURUM_MAX_BATCH", 32, "Most images in one batch request.")
+    max_wait: int = setting("AURUM_MAX_WAIT", 30, "Longest ?wait= a request may ask for, seconds.")
+    max_request_bytes: int = setting("AURUM_MAX_REQUEST_BYTES", 64 * 1024 * 1024,
+                                     "Largest request body, bytes (checked before reading it).")
+    max_retries: int = setting("AURUM_MAX_RETRIES", 3, "Retries of a retryable failure before the fallback.")
+    max_deliveries: int = setting("AURUM_MAX_DELIVERIES", 3,
+                                  "Deliveries of one job (worker deaths) before POISON_MESSAGE.")
+    task_soft_time_limit: int = setting("AURUM_TASK_SOFT_TIME_LIMIT", 20, "Seconds before a job is asked to stop.")
+    task_time_limit: int = setting("AURUM_TASK_TIME_LIMIT", 30, "Seconds before a job's process is killed.")
+    prefetch: int = setting("AURUM_PREFETCH", 1, "Messages each worker process reserves ahead.")
+
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> "Settings":
         environ = os.environ if environ is None else environ

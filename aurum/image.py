@@ -66,8 +66,11 @@ def sniff_format(data: bytes) -> str:
     return "unknown"
 
 
-def decode_image(data: bytes, settings: Settings) -> DecodedImage:
-    """Validate and decode ``data``; raise a typed :class:`errors.AurumError` on rejection."""
+def probe(data: bytes, settings: Settings) -> Image.Image:
+    """Every check that needs no pixels: byte size, format, header dimensions, animation.
+
+    Cheap (no decode), so the API runs it before accepting a job. Returns the lazily opened
+    image; raises a typed :class:`errors.AurumError` on rejection."""
     if not data:
         raise errors.EmptyImage()
     if len(data) > settings.max_image_bytes:
@@ -97,7 +100,14 @@ def decode_image(data: bytes, settings: Settings) -> DecodedImage:
             f"{settings.min_image_side} pixels.", width=width, height=height)
     if getattr(img, "n_frames", 1) > 1:
         raise errors.UnsupportedFormat("Animated images are not supported; send a single photo.")
+    return img
 
+
+def decode_image(data: bytes, settings: Settings) -> DecodedImage:
+    """Validate and decode ``data``; raise a typed :class:`errors.AurumError` on rejection."""
+    img = probe(data, settings)
+    fmt = SUPPORTED[img.format]
+    width, height = img.size
     orientation = _exif_orientation(img)
     if orientation in (5, 6, 7, 8):
         width, height = height, width

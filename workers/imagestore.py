@@ -3,13 +3,11 @@ messages: the API puts them, the task carries only the key, the worker deletes t
 
 from __future__ import annotations
 
-import os
 import secrets
 
 import redis
 
 PREFIX = "aurum:image:"
-IMAGE_TTL = int(os.environ.get("AURUM_IMAGE_TTL", "600"))
 
 
 class ImageExpired(LookupError):
@@ -17,7 +15,7 @@ class ImageExpired(LookupError):
 
 
 class ImageStore:
-    def __init__(self, client: redis.Redis, ttl: int = IMAGE_TTL) -> None:
+    def __init__(self, client: redis.Redis, ttl: int = 600) -> None:
         self.redis = client
         self.ttl = ttl
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -24,7 +25,10 @@ def ort_threads(concurrency: int | None, cores: int | None = None) -> int:
     return max(1, cores // max(1, concurrency or cores))
 
 
-def load(child_index: int = 0, concurrency: int | None = None) -> Pipeline:
+MODELS_PREFIX = "aurum:models:"
+
+
+def load(child_index: int = 0, concurrency: int | None = None, hostname: str | None = None) -> Pipeline:
     """Create this process's ONNX sessions (call after fork) and warm every model up once."""
     global _pipeline
     base = Settings.from_env()
@@ -38,10 +42,23 @@ def load(child_index: int = 0, concurrency: int | None = None) -> Pipeline:
     pipeline = Pipeline(settings)
     pipeline.load(embedding=True)
     _pipeline = pipeline
+    if hostname:
+        publish_models(hostname, child_index, pipeline)
     log.info("child %d: models loaded in %.0f ms (device %s, gpu %s, %d ORT threads)",
              child_index, (time.perf_counter() - start) * 1000, settings.device,
              settings.gpus[0] if settings.device == "cuda" else "-", settings.ort_threads)
     return pipeline
+
+
+def publish_models(hostname: str, child_index: int, pipeline: Pipeline) -> None:
+    """Record what this child loaded, for the API's readiness and model-status endpoints."""
+    info = {"hostname": hostname, "child": child_index, "pid": os.getpid(), "loaded_at": time.time(),
+            "device": pipeline.settings.device,
+            "models": [m for m in pipeline.store.describe() if m["provider"] is not None]}
+    try:
+        images().redis.set(f"{MODELS_PREFIX}{hostname}:{child_index}", json.dumps(info), ex=7 * 24 * 3600)
+    except Exception as exc:  # readiness reporting must never stop a worker from serving
+        log.warning("could not publish model status: %s", exc)
 
 
 def pipeline() -> Pipeline:
@@ -52,7 +69,8 @@ def pipeline() -> Pipeline:
 def images() -> ImageStore:
     global _images
     if _images is None:
-        _images = ImageStore.from_url(os.environ.get("AURUM_REDIS_URL", "redis://localhost:6379/0"))
+        settings = Settings.from_env()
+        _images = ImageStore.from_url(settings.redis_url, ttl=settings.image_ttl)
     return _images
 
 

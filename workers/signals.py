@@ -10,8 +10,8 @@ from .app import app
 
 
 @worker_process_init.connect
-def load_models(**_: object) -> None:
+def load_models(sender: str | None = None, **_: object) -> None:
     # billiard numbers pool children 0..n-1 (and reuses a dead child's number for its successor),
     # which is what GPU pinning needs: child i takes AURUM_GPUS[i % n].
     index = getattr(current_process(), "index", 0) or 0
-    runtime.load(child_index=index, concurrency=app.conf.worker_concurrency)
+    runtime.load(child_index=index, concurrency=app.conf.worker_concurrency, hostname=sender)

@@ -8,7 +8,6 @@ exponential backoff and jitter for retryable errors (``INFERENCE_FAILED``, Redis
 from __future__ import annotations
 
 import logging
-import os
 import random
 from contextlib import contextmanager
 from typing import Any, Iterator
@@ -18,6 +17,7 @@ from celery import Task
 from celery.exceptions import Retry
 
 from aurum import errors
+from aurum.config import Settings
 from aurum.schemas import load_options
 
 from . import runtime
@@ -26,8 +26,8 @@ from .imagestore import ImageExpired
 
 log = logging.getLogger(__name__)
 
-MAX_DELIVERIES = int(os.environ.get("AURUM_MAX_DELIVERIES", "3"))
-MAX_RETRIES = int(os.environ.get("AURUM_MAX_RETRIES", "3"))
+MAX_DELIVERIES = Settings.from_env().max_deliveries
+MAX_RETRIES = Settings.from_env().max_retries
 DEAD_LETTERS = "aurum:dead-letters"
 BATCH_CHUNK = 8
 

@@ -1,0 +1,59 @@
+"""The Flask application factory. ``gunicorn 'api:create_app()'`` serves it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import redis
+from flask import Flask, send_from_directory
+from flask_smorest import Api
+
+from aurum import __version__
+from aurum.config import Settings
+from aurum.schemas import ErrorSchema
+
+from . import errors
+from .health import Health
+from .jobs import Jobs
+from .views import health, ml
+
+
+class AurumApi(Api):
+    ERROR_SCHEMA = ErrorSchema  # document default error responses in our one error shape
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    settings = settings or Settings.from_env()
+    app = Flask(__name__)
+    app.config.update(
+        MAX_CONTENT_LENGTH=settings.max_request_bytes,  # werkzeug refuses larger bodies before reading
+        API_TITLE="Aurum", API_VERSION=__version__, OPENAPI_VERSION="3.0.3",
+        OPENAPI_URL_PREFIX="/", OPENAPI_JSON_PATH="openapi.json",
+        OPENAPI_SWAGGER_UI_PATH="docs", OPENAPI_SWAGGER_UI_URL="/docs/assets/",
+    )
+    client = redis.Redis.from_url(settings.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
+    app.extensions["aurum.settings"] = settings
+    app.extensions["aurum.jobs"] = Jobs(client, settings)
+    app.extensions["aurum.health"] = Health(client)
+
+    api = AurumApi(app)
+    api.spec.components.schema("Result", schema=ml.ResultSchema)
+    api.register_blueprint(ml.blp)
+    api.register_blueprint(health.blp)
+    errors.register(app)  # after Api: our one error shape replaces flask-smorest's
+
+    _serve_swagger_assets(app)
+    return app
+
+
+def _serve_swagger_assets(app: Flask) -> None:
+    """Swagger UI's files come from the swagger-ui-bundle package: no CDN needed."""
+    try:
+        import swagger_ui_bundle
+    except ImportError:  # the docs page is optional; /openapi.json always works
+        return
+    folder = Path(swagger_ui_bundle.swagger_ui_path)
+
+    @app.route("/docs/assets/<path:name>")
+    def swagger_assets(name: str):
+        return send_from_directory(folder, name)

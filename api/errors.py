@@ -1,0 +1,82 @@
+"""One error shape, ``{"error": {"code", "message", "details"}}``, and the one place where error
+kinds map to HTTP statuses."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+from kombu.exceptions import OperationalError
+from flask import Flask, jsonify
+from werkzeug.exceptions import HTTPException
+
+from aurum import errors
+
+STATUS_BY_KIND = {
+    "input": 400,
+    "too_large": 413,
+    "unsupported": 415,
+    "unprocessable": 422,
+    "not_found": 404,
+    "gone": 410,
+    "unavailable": 503,
+    "internal": 500,
+}
+# Job failures that carry codes from the workers rather than from the core's taxonomy.
+STATUS_BY_CODE = {"IMAGE_EXPIRED": 410, "POISON_MESSAGE": 500, "TIMEOUT": 504, "WORKER_LOST": 500}
+HTTP_CODES = {400: "BAD_REQUEST", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 413: "REQUEST_TOO_LARGE",
+              415: "UNSUPPORTED_MEDIA_TYPE", 429: "RATE_LIMITED", 503: "SERVICE_UNAVAILABLE"}
+
+
+class JobNotFound(errors.AurumError):
+    code = "JOB_NOT_FOUND"
+    kind = "not_found"
+    default_message = "No such job (it may have expired or been deleted)."
+
+
+class ServiceUnavailable(errors.AurumError):
+    code = "SERVICE_UNAVAILABLE"
+    kind = "unavailable"
+    default_message = "The job queue is unreachable; try again shortly."
+
+
+def status_for(code: str, kind: str | None = None) -> int:
+    if code in STATUS_BY_CODE:
+        return STATUS_BY_CODE[code]
+    return STATUS_BY_KIND.get(kind or "internal", 500)
+
+
+def error_response(code: str, message: str, status: int, details: dict[str, Any] | None = None):
+    body: dict[str, Any] = {"code": code, "message": message}
+    if details:
+        body["details"] = details
+    response = jsonify({"error": body})
+    response.status_code = status
+    return response
+
+
+def register(app: Flask) -> None:
+    @app.errorhandler(errors.AurumError)
+    def aurum_error(exc: errors.AurumError):
+        return error_response(exc.code, exc.message, status_for(exc.code, exc.kind), exc.details)
+
+    @app.errorhandler(redis.RedisError)
+    @app.errorhandler(OperationalError)
+    def redis_down(exc: Exception):
+        app.logger.warning("redis unavailable: %s", type(exc).__name__)
+        err = ServiceUnavailable()
+        return error_response(err.code, err.message, 503)
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException):
+        status = exc.code or 500
+        code = HTTP_CODES.get(status, f"HTTP_{status}")
+        message = exc.description or exc.name
+        if status == 413:
+            message = f"The request body exceeds {app.config['MAX_CONTENT_LENGTH']} bytes."
+        return error_response(code, message, status)
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception):
+        app.logger.exception("unhandled error")
+        return error_response("INTERNAL_ERROR", "Internal error.", 500)

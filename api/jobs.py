@@ -1,0 +1,130 @@
+"""Jobs as the API sees them: submit (images into the image store, a task into the queue),
+read status from the result backend, wait by polling, delete everything a job left behind.
+
+The API never calls ``AsyncResult.get()``: that subscribes to pub/sub and stalls under
+threaded web workers. It reads the result key, polling with a short backoff.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any
+
+import redis
+from celery import states
+from celery.exceptions import TimeLimitExceeded, WorkerLostError
+
+from aurum.config import Settings
+from workers.imagestore import ImageStore
+from workers.tasks import JobFailed, score_batch, score_image
+
+from .errors import JobNotFound, ServiceUnavailable
+
+JOB_PREFIX = "aurum:job:"
+STATUS = {states.PENDING: "queued", states.RECEIVED: "queued", states.RETRY: "queued",
+          states.STARTED: "running", "PROGRESS": "running",
+          states.SUCCESS: "succeeded", states.FAILURE: "failed", states.REVOKED: "failed"}
+
+
+class Jobs:
+    def __init__(self, client: redis.Redis, settings: Settings) -> None:
+        self.redis = client
+        self.settings = settings
+        self.images = ImageStore(client, ttl=settings.image_ttl)
+        self.backend = score_image.app.backend
+
+    # --- submit -------------------------------------------------------------------------------
+    def submit(self, images: list[bytes], options: dict[str, Any], batch: bool) -> str:
+        """Store the images, record the job, enqueue it; only then is the job accepted."""
+        job_id = uuid.uuid4().hex  # 122 random bits: not guessable
+        keys: list[str] = []
+        try:
+            for data in images:
+                keys.append(self.images.put(data))
+            record = {"kind": "batch" if batch else "single", "images": keys, "total": len(images),
+                      "created_at": time.time()}
+            self.redis.set(JOB_PREFIX + job_id, json.dumps(record), ex=self.settings.result_ttl)
+            if batch:
+                score_batch.apply_async(args=(keys, options), task_id=job_id)
+            else:
+                score_image.apply_async(args=(keys[0], options), task_id=job_id)
+        except Exception:
+            self._cleanup(job_id, keys)
+            raise
+        return job_id
+
+    def _cleanup(self, job_id: str, keys: list[str]) -> None:
+        try:
+            self.images.delete(*keys)
+            self.redis.delete(JOB_PREFIX + job_id)
+        except redis.RedisError:
+            pass  # the keys expire with their TTL
+
+    # --- read ---------------------------------------------------------------------------------
+    def record(self, job_id: str) -> dict[str, Any]:
+        raw = self.redis.get(JOB_PREFIX + job_id) if _valid_id(job_id) else None
+        if raw is None:
+            raise JobNotFound()
+        return json.loads(raw)
+
+    def status(self, job_id: str) -> dict[str, Any]:
+        record = self.record(job_id)
+        meta = self.backend.get_task_meta(job_id)
+        state = meta["status"]
+        doc: dict[str, Any] = {"job_id": job_id, "kind": record["kind"], "status": STATUS.get(state, "queued"),
+                               "created_at": record["created_at"]}
+        if record["kind"] == "batch":
+            done = record["total"] if state == states.SUCCESS else 0
+            if state == "PROGRESS" and isinstance(meta.get("result"), dict):
+                done = meta["result"].get("done", 0)
+            doc["progress"] = {"done": done, "total": record["total"]}
+        if state == states.SUCCESS:
+            doc["result"] = meta["result"]
+        elif state in (states.FAILURE, states.REVOKED):
+            doc["error"] = failure(meta.get("result"))["error"]
+        return doc
+
+    def wait(self, job_id: str, timeout: float) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        delay = 0.002
+        while True:
+            doc = self.status(job_id)
+            if doc["status"] in ("succeeded", "failed") or time.monotonic() >= deadline:
+                return doc
+            time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+            delay = min(delay * 2, 0.05)
+
+    # --- delete -------------------------------------------------------------------------------
+    def delete(self, job_id: str) -> None:
+        record = self.record(job_id)
+        if self.backend.get_task_meta(job_id)["status"] not in states.READY_STATES:
+            # dropped when a worker meets it (revoking a finished job would write a REVOKED state)
+            score_image.app.control.revoke(job_id)
+        self.backend.forget(job_id)
+        self._cleanup(job_id, record["images"])
+
+    # --- health -------------------------------------------------------------------------------
+    def ping_redis(self) -> None:
+        try:
+            self.redis.ping()
+        except redis.RedisError as exc:
+            raise ServiceUnavailable(f"Redis is unreachable: {type(exc).__name__}.") from exc
+
+
+def failure(exc: Any) -> dict[str, Any]:
+    """The error document of a failed job, whatever the worker raised."""
+    if isinstance(exc, JobFailed):
+        return exc.to_dict()
+    if isinstance(exc, TimeLimitExceeded):
+        return {"error": {"code": "TIMEOUT", "message": "The job exceeded its time limit."}}
+    if isinstance(exc, WorkerLostError):
+        return {"error": {"code": "WORKER_LOST", "message": "The worker running the job died."}}
+    if exc is None or isinstance(exc, dict):
+        return {"error": {"code": "JOB_CANCELLED", "message": "The job was cancelled."}}
+    return {"error": {"code": "INTERNAL_ERROR", "message": f"The job failed: {type(exc).__name__}."}}
+
+
+def _valid_id(job_id: str) -> bool:
+    return len(job_id) == 32 and all(c in "0123456789abcdef" for c in job_id)

@@ -1,0 +1,97 @@
+"""Read images and options out of a request: multipart files or JSON with base64 strings."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from typing import Any
+
+from flask import Request
+
+from aurum import errors
+from aurum.schemas import ScoreOptionsSchema
+
+OPTION_FIELDS = tuple(ScoreOptionsSchema().fields)
+_DATA_URL = re.compile(r"^data:[\w/+.-]*;base64,", re.IGNORECASE)
+
+
+class InvalidBase64(errors.InvalidInput):
+    code = "INVALID_BASE64"
+    default_message = "The image is not valid base64."
+
+
+class MissingImage(errors.InvalidInput):
+    code = "MISSING_IMAGE"
+    default_message = "No image in the request."
+
+
+class TooManyImages(errors.InvalidInput):
+    code = "TOO_MANY_IMAGES"
+    default_message = "Too many images in the request."
+
+
+class UnsupportedMediaType(errors.AurumError):
+    code = "UNSUPPORTED_MEDIA_TYPE"
+    kind = "unsupported"
+    default_message = "Send multipart/form-data or application/json."
+
+
+def decode_base64(value: Any, where: str) -> bytes:
+    if not isinstance(value, str):
+        raise InvalidBase64(f"{where} must be a base64 string.")
+    text = _DATA_URL.sub("", value.strip())
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidBase64(f"{where} is not valid base64.") from None
+
+
+def json_body(request: Request) -> dict[str, Any]:
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise errors.InvalidInput("The body must be a JSON object.")
+    return body
+
+
+def read_single(request: Request) -> tuple[bytes, dict[str, Any]]:
+    if request.is_json:
+        body = json_body(request)
+        if "image_base64" not in body:
+            raise MissingImage("Send the photo as 'image_base64'.")
+        return decode_base64(body["image_base64"], "image_base64"), _options(body)
+    if request.mimetype == "multipart/form-data":
+        files = request.files.getlist("image")
+        if not files:
+            raise MissingImage("Send the photo as the multipart file field 'image'.")
+        if len(files) > 1 or len(request.files) > 1:
+            raise TooManyImages("Send one photo in 'image'; use /api/ml/score/batch for several.")
+        return files[0].read(), _options(request.form)
+    raise UnsupportedMediaType()
+
+
+def read_batch(request: Request, limit: int) -> tuple[list[bytes], dict[str, Any]]:
+    if request.is_json:
+        body = json_body(request)
+        images = body.get("images")
+        if not isinstance(images, list) or not images:
+            raise MissingImage("Send the photos as 'images': a list of base64 strings.")
+        _check_count(len(images), limit)
+        return [decode_base64(v, f"images[{i}]") for i, v in enumerate(images)], _options(body)
+    if request.mimetype == "multipart/form-data":
+        files = request.files.getlist("images")
+        if not files:
+            raise MissingImage("Send the photos as repeated multipart file fields 'images'.")
+        _check_count(len(files), limit)
+        return [f.read() for f in files], _options(request.form)
+    raise UnsupportedMediaType()
+
+
+def _check_count(count: int, limit: int) -> None:
+    if count > limit:
+        raise TooManyImages(f"{count} images; a batch takes at most {limit}.", limit=limit)
+
+
+def _options(source: Any) -> dict[str, Any]:
+    """Scoring options and ``wait``, from form fields or JSON members."""
+    return {k: source[k] for k in (*OPTION_FIELDS, "wait") if k in source}

@@ -1,0 +1,220 @@
+"""The HTTP API (Flask test client) against a real redis-server and an in-process worker."""
+
+from __future__ import annotations
+
+import base64
+import io
+import time
+
+import pytest
+
+from aurum.config import Settings
+
+from .conftest import encode, group_photo, photo_bytes, photo_rgb
+from .test_image import _png_with_size
+from .redis_server import free_port
+
+
+@pytest.fixture(scope="module")
+def worker(celery_app):
+    from celery.contrib.testing.worker import start_worker
+
+    with start_worker(celery_app, pool="solo", concurrency=1, perform_ping_check=False,
+                      queues=["score", "fallback"], loglevel="WARNING"):
+        yield celery_app
+
+
+@pytest.fixture(scope="module")
+def client(worker):
+    from api import create_app
+
+    app = create_app(Settings.from_env(max_request_bytes=4 * 1024 * 1024, max_batch=8))
+    return app.test_client()
+
+
+def upload(client, data: bytes, **form):
+    return client.post("/api/ml/score", data={"image": (io.BytesIO(data), "photo"), **form},
+                       content_type="multipart/form-data")
+
+
+def wait_done(client, url: str, timeout: float = 30) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        doc = client.get(url).get_json()
+        if doc["status"] in ("succeeded", "failed"):
+            return doc
+        time.sleep(0.02)
+    raise AssertionError(f"{url} did not finish")
+
+
+def without_timings(result: dict) -> dict:
+    return {k: v for k, v in result.items() if k != "timings_ms"}
+
+
+def test_submit_poll_and_result_equals_the_in_process_pipeline(client, pipeline) -> None:
+    response = upload(client, photo_bytes("astronaut.png"))
+    assert response.status_code == 202
+    body = response.get_json()
+    assert body["status"] == "queued" and len(body["job_id"]) == 32
+    assert response.headers["Location"] == body["status_url"] == f"/api/ml/jobs/{body['job_id']}"
+    doc = wait_done(client, body["status_url"])
+    assert doc["status"] == "succeeded" and doc["kind"] == "single"
+    assert without_timings(doc["result"]) == without_timings(pipeline.score(photo_bytes("astronaut.png")))
+
+
+def test_json_base64_with_wait_answers_200(client) -> None:
+    payload = {"image_base64": "data:image/png;base64," + base64.b64encode(photo_bytes("astronaut.png")).decode(),
+               "return_embedding": True, "max_faces": 2}
+    response = client.post("/api/ml/score?wait=20", json=payload)
+    assert response.status_code == 200
+    face = response.get_json()["result"]["faces"][0]
+    assert len(face["embedding"]) == 128 and "landmarks" not in face
+
+
+def test_batch_with_progress_and_per_item_results(client) -> None:
+    canvas, _ = group_photo()
+    files = [(io.BytesIO(d), f"p{i}") for i, d in enumerate(
+        [photo_bytes("astronaut.png"), encode(canvas), photo_bytes("coffee.png")])]
+    response = client.post("/api/ml/score/batch", data={"images": files}, content_type="multipart/form-data")
+    assert response.status_code == 202
+    doc = wait_done(client, response.get_json()["status_url"])
+    assert doc["kind"] == "batch" and doc["progress"] == {"done": 3, "total": 3}
+    items = doc["result"]["items"]
+    assert [len(items[0]["faces"]), len(items[1]["faces"])] == [1, 3]
+    assert items[2]["error"]["code"] == "NO_FACE"
+
+
+def test_batch_json_list(client) -> None:
+    images = [base64.b64encode(photo_bytes("astronaut.png")).decode()] * 2
+    response = client.post("/api/ml/score/batch?wait=20", json={"images": images})
+    assert response.status_code == 200
+    assert [len(i["faces"]) for i in response.get_json()["result"]["items"]] == [1, 1]
+
+
+def test_delete_removes_result_and_images(client, celery_app) -> None:
+    from workers import runtime
+
+    response = upload(client, photo_bytes("astronaut.png"), wait="20")
+    job_id = response.get_json()["job_id"]
+    assert client.get(f"/api/ml/jobs/{job_id}").status_code == 200
+    assert client.delete(f"/api/ml/jobs/{job_id}").status_code == 204
+    assert client.get(f"/api/ml/jobs/{job_id}").status_code == 404
+    assert client.delete(f"/api/ml/jobs/{job_id}").status_code == 404
+    assert runtime.images().redis.get(f"celery-task-meta-{job_id}") is None
+
+
+@pytest.mark.parametrize("job_id", ["0" * 32, "not-a-job", "../../etc/passwd"])
+def test_unknown_jobs_are_404(client, job_id: str) -> None:
+    response = client.get(f"/api/ml/jobs/{job_id}")
+    assert response.status_code == 404
+    assert response.get_json()["error"]["code"] in ("JOB_NOT_FOUND", "NOT_FOUND")
+
+
+# Every bad-input class of the core, through HTTP: rejected at submit where the header tells,
+# through the job (and at once with ?wait=) where only decoding or the models can tell.
+@pytest.mark.parametrize("data,status,code", [
+    (b"", 400, "EMPTY_IMAGE"),
+    (b"hello, not an image", 415, "UNSUPPORTED_FORMAT"),
+    (encode(photo_rgb("astronaut.png"), "GIF"), 415, "UNSUPPORTED_FORMAT"),
+    (b"%PDF-1.4 fake", 415, "UNSUPPORTED_FORMAT"),
+    (_png_with_size(100_000, 100_000), 413, "IMAGE_TOO_LARGE"),
+    (encode(photo_rgb("astronaut.png")[:16, :16]), 400, "IMAGE_TOO_SMALL"),
+    (b"\x89PNG\r\n\x1a\n", 400, "CORRUPT_IMAGE"),
+    (photo_bytes("rocket.jpg")[:4000], 400, "CORRUPT_IMAGE"),
+    (photo_bytes("coffee.png"), 422, "NO_FACE"),
+])
+def test_bad_images_get_their_status_and_code(client, data: bytes, status: int, code: str) -> None:
+    response = upload(client, data, wait="20")
+    assert response.status_code == status, response.get_json()
+    assert response.get_json()["error"]["code"] == code
+
+
+def test_failed_job_reads_as_failed_with_its_code(client) -> None:
+    response = upload(client, photo_bytes("chelsea.png"))
+    assert response.status_code == 202
+    doc = wait_done(client, response.get_json()["status_url"])
+    assert doc["status"] == "failed" and doc["error"]["code"] == "NO_FACE"
+
+
+def test_quality_gate_through_the_api(client) -> None:
+    response = upload(client, photo_bytes("camera.png"), quality_gate="true", wait="20")
+    assert response.status_code == 422
+    assert response.get_json()["error"]["code"] == "QUALITY_FAILED"
+
+
+@pytest.mark.parametrize("kwargs,status,code", [
+    ({"json": {"image_base64": "!!!not base64!!!"}}, 400, "INVALID_BASE64"),
+    ({"json": {"image_base64": 12345}}, 400, "INVALID_BASE64"),
+    ({"json": {"image_base64": "aGVsbG8"}}, 400, "INVALID_BASE64"),  # bad padding
+    ({"json": ["a", "list"]}, 400, "INVALID_INPUT"),
+    ({"json": {"something": "else"}}, 400, "MISSING_IMAGE"),
+    ({"data": b"raw bytes", "content_type": "image/jpeg"}, 415, "UNSUPPORTED_MEDIA_TYPE"),
+    ({"data": {"other": (io.BytesIO(b"x"), "x.jpg")}, "content_type": "multipart/form-data"}, 400, "MISSING_IMAGE"),
+    ({"data": {"image": [(io.BytesIO(photo_bytes("astronaut.png")), "a.png"),
+                         (io.BytesIO(photo_bytes("camera.png")), "b.png")]},
+      "content_type": "multipart/form-data"}, 400, "TOO_MANY_IMAGES"),
+    ({"json": {"image_base64": base64.b64encode(photo_bytes("astronaut.png")).decode(), "max_faces": 0}},
+     400, "INVALID_OPTION"),
+    ({"json": {"image_base64": base64.b64encode(photo_bytes("astronaut.png")).decode(),
+               "detection_threshold": "high"}}, 400, "INVALID_OPTION"),
+])
+def test_bad_requests(client, kwargs: dict, status: int, code: str) -> None:
+    response = client.post("/api/ml/score", **kwargs)
+    assert response.status_code == status, response.get_json()
+    assert response.get_json()["error"]["code"] == code
+    assert response.get_json()["error"]["message"]
+
+
+def test_wait_out_of_range(client) -> None:
+    response = upload(client, photo_bytes("astronaut.png"), wait="31")
+    assert response.status_code == 400 and response.get_json()["error"]["code"] == "INVALID_OPTION"
+
+
+def test_body_over_the_limit_is_413_before_reading(client) -> None:
+    response = upload(client, b"\xff\xd8\xff" + bytes(5 * 1024 * 1024))
+    assert response.status_code == 413
+    assert response.get_json()["error"]["code"] == "REQUEST_TOO_LARGE"
+
+
+def test_batch_limits(client) -> None:
+    files = [(io.BytesIO(photo_bytes("rocket.jpg")), f"{i}.jpg") for i in range(9)]
+    response = client.post("/api/ml/score/batch", data={"images": files}, content_type="multipart/form-data")
+    assert response.status_code == 400 and response.get_json()["error"]["code"] == "TOO_MANY_IMAGES"
+    bad = [(io.BytesIO(photo_bytes("astronaut.png")), "a.png"), (io.BytesIO(b"text"), "b.txt")]
+    response = client.post("/api/ml/score/batch", data={"images": bad}, content_type="multipart/form-data")
+    assert response.status_code == 415
+    assert response.get_json()["error"]["details"]["index"] == 1
+
+
+def test_health_ready_and_models(client) -> None:
+    assert client.get("/health").get_json() == {"status": "ok"}
+    ready = client.get("/ready")
+    assert ready.status_code == 200, ready.get_json()
+    models = client.get("/api/ml/models").get_json()
+    assert models and {m["name"] for m in models[0]["models"]} >= {"yunet", "facemesh", "geometric_scorer"}
+    assert all(m["provider"] == "CPUExecutionProvider" and len(m["sha256"]) == 64 for m in models[0]["models"])
+
+
+def test_openapi_document_and_docs_page(client) -> None:
+    spec = client.get("/openapi.json").get_json()
+    assert spec["openapi"].startswith("3.")
+    assert {"/api/ml/score", "/api/ml/score/batch", "/api/ml/jobs/{job_id}", "/health", "/ready"} <= set(spec["paths"])
+    assert "Result" in spec["components"]["schemas"]
+    assert "multipart/form-data" in spec["paths"]["/api/ml/score"]["post"]["requestBody"]["content"]
+    page = client.get("/docs")
+    assert page.status_code == 200 and b"/docs/assets/swagger-ui-bundle.js" in page.data
+    assert client.get("/docs/assets/swagger-ui-bundle.js").status_code == 200
+
+
+def test_redis_down_answers_503_within_a_second(worker) -> None:
+    from api import create_app
+
+    dead = create_app(Settings.from_env(redis_url=f"redis://127.0.0.1:{free_port()}/0")).test_client()
+    start = time.monotonic()
+    response = upload(dead, photo_bytes("astronaut.png"))
+    assert time.monotonic() - start < 1.0
+    assert response.status_code == 503
+    assert response.get_json()["error"]["code"] == "SERVICE_UNAVAILABLE"
+    assert dead.get("/health").status_code == 200
+    ready = dead.get("/ready")
+    assert ready.status_code == 503 and "REDIS_UNREACHABLE" in ready.get_json()["reasons"]
