@@ -29,7 +29,7 @@ def live_worker(celery_app, tmp_path_factory):
     while time.monotonic() < deadline and not celery_app.control.ping(timeout=0.5):
         assert proc.poll() is None, "the worker exited"
     assert celery_app.control.ping(timeout=1), "the worker did not answer a ping"
-    yield celery_app
+    yield proc
     proc.send_signal(signal.SIGTERM)
     try:
         proc.wait(20)
@@ -52,6 +52,11 @@ def test_jobs_complete_on_a_prefork_worker(live_worker, pipeline) -> None:
         assert [f["score"] for f in result["faces"]] == [f["score"] for f in local[name]["faces"]]
 
 
+def pool_children(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
+    return [int(p) for p in out.stdout.split()]
+
+
 def test_child_killed_mid_job_the_job_still_completes(live_worker) -> None:
     from workers import runtime
     from workers.tasks import score_batch
@@ -60,14 +65,14 @@ def test_child_killed_mid_job_the_job_still_completes(live_worker) -> None:
     data = encode(canvas)
     keys = [runtime.images().put(data) for _ in range(32)]
     job = score_batch.apply_async(args=(keys,))
-    victim = None
     deadline = time.monotonic() + 30
-    while victim is None and time.monotonic() < deadline:
-        for tasks in (live_worker.control.inspect(timeout=0.5).active() or {}).values():
-            for task in tasks:
-                if task["id"] == job.id:
-                    victim = task["worker_pid"]
-    assert victim, "the batch never showed up as active"
-    os.kill(victim, signal.SIGKILL)
+    while job.state not in ("STARTED", "PROGRESS") and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert job.state in ("STARTED", "PROGRESS"), "the batch never started"
+    children = pool_children(live_worker.pid)
+    assert len(children) == 2
+    for pid in children:  # one of them is running the batch
+        os.kill(pid, signal.SIGKILL)
     out = job.get(timeout=120)
     assert out["done"] == 32 and all(len(item["faces"]) == 3 for item in out["items"])
+    assert set(pool_children(live_worker.pid)).isdisjoint(children)  # replaced by new children
