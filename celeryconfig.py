@@ -5,11 +5,13 @@ with documented defaults); ``CELERY_BROKER_URL`` / ``CELERY_RESULT_BACKEND`` ove
 import os
 
 from aurum.config import Settings
+from workers.backend import backend_url
 
 _s = Settings.from_env()
 
 broker_url = os.environ.get("CELERY_BROKER_URL", _s.redis_url)
-result_backend = os.environ.get("CELERY_RESULT_BACKEND", _s.redis_url)
+# Redis, without subscribing to every result channel at submit time (see workers/backend.py).
+result_backend = backend_url(os.environ.get("CELERY_RESULT_BACKEND", _s.redis_url))
 
 # JSON: results are JSON documents anyway, and the API and Flower read them without pickle.
 task_serializer = "json"

@@ -80,10 +80,10 @@ class QualitySchema(Schema):
     brightness = fields.Float(required=True)
     contrast = fields.Float(required=True)
     face_size_px = fields.Float(required=True)
-    frontal = fields.Float(required=True)
-    eye_openness = fields.Float(required=True)
-    truncation = fields.Float(required=True)
-    face_presence = fields.Float(required=True)
+    frontal = fields.Float(required=True, allow_none=True, metadata={"description": "null when degraded"})
+    eye_openness = fields.Float(required=True, allow_none=True)
+    truncation = fields.Float(required=True, allow_none=True)
+    face_presence = fields.Float(required=True, allow_none=True)
     passed = fields.Boolean(required=True)
     reasons = fields.List(fields.String(), required=True)
 
@@ -99,10 +99,10 @@ class ScoreSchema(Schema):
 class FaceSchema(Schema):
     box = fields.List(fields.Float(), required=True, validate=validate.Length(equal=4),
                       metadata={"description": "[x, y, width, height] in original-image pixels."})
-    confidence = fields.Float(required=True)
+    confidence = fields.Float(required=True, allow_none=True, metadata={"description": "null when degraded"})
     keypoints = fields.Dict(keys=fields.String(), values=Point(), required=True)
     landmarks = fields.List(fields.List(fields.Float()), metadata={"description": "468 x [x, y, z]."})
-    pose = fields.Nested(PoseSchema, required=True)
+    pose = fields.Nested(PoseSchema, required=True, allow_none=True, metadata={"description": "null when degraded"})
     quality = fields.Nested(QualitySchema, required=True)
     score = fields.Nested(ScoreSchema, required=True)
     embedding = fields.List(fields.Float(), metadata={"description": "128-d, L2-normalised."})

@@ -89,13 +89,17 @@ def celery_app(redis_server):
     url = f"{redis_server.url}/1"
     old = os.environ.get("AURUM_REDIS_URL")
     os.environ["AURUM_REDIS_URL"] = url
+    import gc
+
     import workers.tasks  # noqa: F401 - registers the tasks
     from workers import runtime
-    from workers.app import app
+    from workers.app import app, point_at
 
     runtime.reset()
-    app.conf.update(broker_url=url, result_backend=url)
+    point_at(url)
     yield app
+    gc.collect()  # let pending AsyncResults unsubscribe while our redis-server still runs
+    app.backend.result_consumer.stop()
     runtime.reset()
     if old is None:
         os.environ.pop("AURUM_REDIS_URL", None)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
 import time
+
+import numpy as np
 
 import pytest
 from aurum import errors
@@ -120,18 +123,48 @@ def test_retryable_error_is_retried_then_succeeds(worker, monkeypatch) -> None:
     assert calls["n"] == 3 and len(result["faces"]) == 1
 
 
-def test_retries_are_bounded(worker, monkeypatch) -> None:
+def test_exhausted_retries_go_to_the_fallback(worker, monkeypatch) -> None:
+    """Inference keeps failing: after MAX_RETRIES the job (same id) is scored by the fallback
+    task, a simpler real method, and says so."""
     from workers import runtime, tasks
 
     monkeypatch.setattr(tasks, "backoff", lambda retries: 0.02)
+    calls = {"n": 0}
 
     def broken(data, options=None):
+        calls["n"] += 1
         raise errors.InferenceFailed("landmarks failed: simulated persistent fault")
 
     monkeypatch.setattr(runtime.pipeline(), "score", broken)
+    key = put(photo_bytes("astronaut.png"))
+    job = tasks.score_image.apply_async(args=(key,))
+    result = job.get(timeout=30)
+    assert calls["n"] == tasks.MAX_RETRIES + 1
+    assert result["degraded"] is True and "INFERENCE_FAILED" in result["degraded_reason"]
+    assert len(result["faces"]) == 1 and result["faces"][0]["score"]["model"].startswith("fallback_haar@")
+    x, y, w, h = result["faces"][0]["box"]
+    assert np.allclose([x + w / 2, y + h / 2], [223, 120], atol=10)  # the same face, found by Haar
+    assert runtime.images().redis.exists(key) == 0
+
+
+def test_models_that_cannot_load_go_straight_to_the_fallback(worker, tmp_path, monkeypatch, settings) -> None:
+    """A real load failure: a model file that no longer matches its checksum."""
+    from workers import runtime, tasks
+
+    models = tmp_path / "models"
+    shutil.copytree(settings.models_dir, models)
+    (models / "facemesh.onnx").write_bytes(b"corrupted")
+    monkeypatch.setenv("AURUM_MODELS_DIR", str(models))
+    monkeypatch.setattr(runtime, "_pipeline", None)
+    result = tasks.score_image.apply_async(args=(put(photo_bytes("astronaut.png")),)).get(timeout=30)
+    assert result["degraded"] is True and "MODEL_CHECKSUM_MISMATCH" in result["degraded_reason"]
     with pytest.raises(tasks.JobFailed) as info:
-        tasks.score_image.apply_async(args=(put(photo_bytes("astronaut.png")),)).get(timeout=30)
-    assert info.value.code == "INFERENCE_FAILED" and info.value.args[2]["retries"] == tasks.MAX_RETRIES
+        tasks.score_image.apply_async(args=(put(photo_bytes("coffee.png")),)).get(timeout=30)
+    assert info.value.code == "NO_FACE"
+    batch = tasks.score_batch.apply_async(args=([put(photo_bytes("astronaut.png")), put(b"junk")],)).get(timeout=30)
+    assert batch["degraded"] is True
+    assert len(batch["items"][0]["faces"]) == 1 and batch["items"][1]["error"]["code"] == "UNSUPPORTED_FORMAT"
+    monkeypatch.setattr(runtime, "_pipeline", None)  # the next test loads the real models again
 
 
 def test_redelivered_job_becomes_a_dead_letter(worker) -> None:
@@ -142,7 +175,7 @@ def test_redelivered_job_becomes_a_dead_letter(worker) -> None:
 
     job_id = "poison-job-1"
     store = runtime.images().redis
-    store.set(f"aurum:deliveries:{job_id}", MAX_DELIVERIES)
+    store.set(f"aurum:deliveries:aurum.score_image:{job_id}", MAX_DELIVERIES)
     with pytest.raises(JobFailed) as info:
         score_image.apply_async(args=(put(photo_bytes("astronaut.png")),), task_id=job_id).get(timeout=30)
     assert info.value.code == "POISON_MESSAGE"

@@ -1,8 +1,9 @@
 """The scoring tasks. Messages carry image keys and options, never image bytes.
 
-Outcomes: a result document (SUCCESS); :class:`JobFailed` with a stable code for anything the
-client must know about (bad image, no face, expired image, poison message); a retry with
-exponential backoff and jitter for retryable errors (``INFERENCE_FAILED``, Redis hiccups).
+Outcomes (see :func:`job_outcome`): a result document (SUCCESS); :class:`JobFailed` with a
+stable code for anything the client must know about (bad image, no face, expired image, poison
+message); a retry with exponential backoff and jitter for retryable errors; the fallback task
+when the models cannot serve.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ from typing import Any, Iterator
 
 import redis
 from celery import Task
-from celery.exceptions import Retry
+from celery.exceptions import Ignore, Retry
 
-from aurum import errors
+from aurum import errors, fallback
 from aurum.config import Settings
 from aurum.schemas import load_options
 
@@ -58,7 +59,7 @@ class ScoringTask(Task):
     def count_delivery(self) -> None:
         """Fail a job whose message keeps coming back (its image kills the worker) instead of
         letting it loop forever. Executions minus our own retries = deliveries."""
-        key = f"aurum:deliveries:{self.request.id}"
+        key = f"aurum:deliveries:{self.name}:{self.request.id}"
         store = runtime.images().redis
         attempts = store.incr(key)
         store.expire(key, 24 * 3600)
@@ -69,29 +70,47 @@ class ScoringTask(Task):
                             f"The job was delivered {deliveries - 1} times and its worker died each time; "
                             "it has been set aside.", {"deliveries": deliveries - 1})
 
-    def retry_later(self, exc: Exception) -> None:
-        if self.request.retries >= MAX_RETRIES:
-            code = getattr(exc, "code", "RETRIES_EXHAUSTED")
-            raise JobFailed(code, f"Gave up after {MAX_RETRIES} retries: {exc}", {"retries": MAX_RETRIES})
-        raise self.retry(exc=exc, countdown=backoff(self.request.retries), max_retries=MAX_RETRIES)
+
+class FallbackHandover(Exception):
+    """Raised inside a job body: hand the job (same id, same images) to the fallback task."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 @contextmanager
-def job_outcome(task: ScoringTask, keys: tuple[str, ...]) -> Iterator[None]:
-    """Map what a job body raises to its outcome, once for every task: retryable errors retry
-    (images kept), everything else ends the job with a stable code and releases its images."""
+def job_outcome(task: ScoringTask, keys: tuple[str, ...], options: dict | None, batch: bool) -> Iterator[None]:
+    """Map what a job body raises to its outcome, once for every task:
+
+    - bad input, no face, expired image: ``JobFailed`` with the stable code, at once;
+    - ``INFERENCE_FAILED`` or a Redis hiccup: retry with backoff and jitter, ``MAX_RETRIES`` times;
+    - models unavailable, or inference retries exhausted: the fallback task takes over the job
+      (same job id, same images), and its result says ``degraded: true``.
+
+    Images are kept across retries and hand-overs and released on every final outcome."""
     try:
         try:
             yield
         except ImageExpired:
             raise JobFailed("IMAGE_EXPIRED", "The uploaded image expired before a worker took the job.") from None
         except (redis.ConnectionError, redis.TimeoutError) as exc:
-            task.retry_later(exc)
+            if task.request.retries >= MAX_RETRIES:
+                raise JobFailed("SERVICE_UNAVAILABLE", f"Redis unreachable after {MAX_RETRIES} retries.") from None
+            raise task.retry(exc=exc, countdown=backoff(task.request.retries), max_retries=MAX_RETRIES)
         except errors.AurumError as exc:
+            if isinstance(exc, errors.ModelUnavailable):
+                raise FallbackHandover(f"{exc.code}: {exc.message}") from None
             if exc.retryable:
-                task.retry_later(exc)
+                if task.request.retries >= MAX_RETRIES:
+                    raise FallbackHandover(f"{exc.code} after {MAX_RETRIES} retries: {exc.message}") from None
+                raise task.retry(exc=exc, countdown=backoff(task.request.retries), max_retries=MAX_RETRIES)
             raise JobFailed(exc.code, exc.message, exc.details) from None
-    except Retry:
+    except FallbackHandover as handover:
+        log.warning("job %s goes to the fallback: %s", task.request.id, handover.reason)
+        score_fallback.apply_async(args=(list(keys), options, handover.reason, batch), task_id=task.request.id)
+        raise Ignore() from None  # the fallback task writes this job's result
+    except (Retry, Ignore):
         raise
     except BaseException:
         _release(keys)
@@ -106,41 +125,76 @@ def _release(keys: tuple[str, ...]) -> None:
         log.warning("could not delete %d image key(s); they expire with their TTL", len(keys))
 
 
-@app.task(name="aurum.score_image", bind=True, base=ScoringTask)
+def _batch_items(results: list, missing: set[int]) -> list[dict[str, Any]]:
+    items = []
+    for i, result in enumerate(results):
+        if i in missing:
+            items.append({"error": {"code": "IMAGE_EXPIRED", "message": "The image expired."}})
+        elif isinstance(result, errors.AurumError):
+            if result.retryable:
+                raise result
+            items.append(result.to_dict())
+        else:
+            items.append(result)
+    return items
+
+
+def _fetch(keys: list[str]) -> tuple[list[bytes], set[int]]:
+    datas, missing = [], set()
+    for i, key in enumerate(keys):
+        try:
+            datas.append(runtime.images().get(key))
+        except ImageExpired:
+            missing.add(i)
+            datas.append(b"")
+    return datas, missing
+
+
+@app.task(name="aurum.score_image", bind=True, base=ScoringTask, throws=(JobFailed,))
 def score_image(self: ScoringTask, image_key: str, options: dict | None = None) -> dict[str, Any]:
-    with job_outcome(self, (image_key,)):
+    with job_outcome(self, (image_key,), options, batch=False):
         self.count_delivery()
         opts = load_options(options)
         return runtime.pipeline().score(runtime.images().get(image_key), opts)
 
 
-@app.task(name="aurum.score_batch", bind=True, base=ScoringTask)
+@app.task(name="aurum.score_batch", bind=True, base=ScoringTask, throws=(JobFailed,))
 def score_batch(self: ScoringTask, image_keys: list[str], options: dict | None = None) -> dict[str, Any]:
     """Several images with batched inference (all faces of a chunk through each model at once);
     progress is published as state PROGRESS with ``done`` / ``total``."""
-    with job_outcome(self, tuple(image_keys)):
+    with job_outcome(self, tuple(image_keys), options, batch=True):
         self.count_delivery()
         opts = load_options(options)
-        store, pipe = runtime.images(), runtime.pipeline()
+        pipe = runtime.pipeline()
         items: list[dict[str, Any]] = []
         total = len(image_keys)
         for start in range(0, total, BATCH_CHUNK):
-            keys = image_keys[start:start + BATCH_CHUNK]
-            datas, missing = [], set()
-            for i, key in enumerate(keys):
-                try:
-                    datas.append(store.get(key))
-                except ImageExpired:
-                    missing.add(i)
-                    datas.append(b"")
-            for i, result in enumerate(pipe.score_many(datas, opts)):
-                if i in missing:
-                    items.append({"error": {"code": "IMAGE_EXPIRED", "message": "The image expired."}})
-                elif isinstance(result, errors.AurumError):
-                    if result.retryable:
-                        raise result
-                    items.append(result.to_dict())
-                else:
-                    items.append(result)
+            datas, missing = _fetch(image_keys[start:start + BATCH_CHUNK])
+            items += _batch_items(pipe.score_many(datas, opts), missing)
             self.update_state(state="PROGRESS", meta={"done": len(items), "total": total})
         return {"total": total, "done": total, "items": items}
+
+
+@app.task(name="aurum.score_fallback", bind=True, base=ScoringTask, throws=(JobFailed,))
+def score_fallback(self: ScoringTask, image_keys: list[str], options: dict | None, reason: str,
+                   batch: bool) -> dict[str, Any]:
+    """The degraded path (OpenCV Haar cascades, no ONNX Runtime); results say degraded: true."""
+    with job_outcome(self, tuple(image_keys), options, batch):
+        self.count_delivery()
+        opts = load_options(options)
+        settings = Settings.from_env()
+        datas, missing = _fetch(image_keys)
+        results: list = []
+        for i, data in enumerate(datas):
+            try:
+                results.append(None if i in missing else fallback.score(data, opts, settings, reason))
+            except errors.AurumError as exc:
+                if not batch:
+                    raise
+                results.append(exc)
+        if not batch:
+            if missing:
+                raise ImageExpired(image_keys[0])
+            return results[0]
+        items = _batch_items(results, missing)
+        return {"total": len(items), "done": len(items), "items": items, "degraded": True}
