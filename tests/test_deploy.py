@@ -1,7 +1,8 @@
-"""Deployment files: they parse, and compose runs the same worker command as the Procfile."""
+"""Deployment files: they parse, and compose runs the same commands as the Procfile."""
 
 from __future__ import annotations
 
+import re
 import shlex
 from pathlib import Path
 
@@ -10,25 +11,33 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def procfile() -> dict[str, list[str]]:
+def procfile(env: dict[str, str] | None = None) -> dict[str, list[str]]:
+    """Procfile commands with ${VAR:-default} expanded (from ``env``, else the default)."""
+    env = env or {}
     entries = {}
     for line in (ROOT / "Procfile").read_text().splitlines():
         if line.strip() and not line.startswith("#"):
             name, command = line.split(":", 1)
-            entries[name.strip()] = shlex.split(command.replace("${AURUM_WORKER_CONCURRENCY:-2}", "2"))
+            command = re.sub(r"\$\{([A-Z_]+):-([^}]*)\}", lambda m: env.get(m.group(1), m.group(2)), command)
+            entries[name.strip()] = shlex.split(command)
     return entries
 
 
-def test_compose_worker_runs_the_procfile_command() -> None:
+def test_compose_runs_the_procfile_commands() -> None:
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-    assert compose["services"]["worker"]["command"] == procfile()["worker"]
+    commands = procfile()
+    for service, entry in (("api", "web"), ("worker", "worker"), ("flower", "flower")):
+        assert compose["services"][service]["command"] == commands[entry], service
     assert "--appendonly" in compose["services"]["redis"]["command"]
     assert "./models:/models:ro" in compose["services"]["worker"]["volumes"]
 
 
-def test_procfile_worker_points_at_the_celery_app() -> None:
+def test_procfile_points_at_the_apps() -> None:
     import workers.tasks  # noqa: F401 - what the worker imports through the app's include list
+    from api import create_app
     from workers.app import app
 
-    assert procfile()["worker"][:3] == ["celery", "-A", "workers.app"]
-    assert {"aurum.score_image", "aurum.score_batch"} <= set(app.tasks)
+    commands = procfile()
+    assert commands["worker"][:3] == ["celery", "-A", "workers.app"]
+    assert commands["web"][:2] == ["gunicorn", "api:create_app()"] and callable(create_app)
+    assert {"aurum.score_image", "aurum.score_batch", "aurum.score_fallback"} <= set(app.tasks)
