@@ -84,6 +84,7 @@ class Settings:
     task_soft_time_limit: int = setting("AURUM_TASK_SOFT_TIME_LIMIT", 20, "Seconds before a job is asked to stop.")
     task_time_limit: int = setting("AURUM_TASK_TIME_LIMIT", 30, "Seconds before a job's process is killed.")
     prefetch: int = setting("AURUM_PREFETCH", 1, "Messages each worker process reserves ahead.")
+    serializer: str = setting("AURUM_SERIALIZER", "json", "Celery message and result serializer: json or msgpack.")
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> "Settings":

@@ -41,3 +41,12 @@ def test_procfile_points_at_the_apps() -> None:
     assert commands["worker"][:3] == ["celery", "-A", "workers.app"]
     assert commands["web"][:2] == ["gunicorn", "api:create_app()"] and callable(create_app)
     assert {"aurum.score_image", "aurum.score_batch", "aurum.score_fallback"} <= set(app.tasks)
+
+
+def test_honcho_accepts_the_procfile() -> None:
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "honcho", "check"], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "web, worker, flower" in out.stderr + out.stdout
