@@ -198,3 +198,22 @@ def test_worker_thread_budget() -> None:
     assert ort_threads(1, cores=2) == 2
     assert ort_threads(None, cores=4) == 1
     assert ort_threads(8, cores=2) == 1
+
+
+def test_gpu_pinning_wiring_falls_back_to_cpu_here(monkeypatch, caplog) -> None:
+    """AURUM_DEVICE=cuda, AURUM_GPUS=3,5: child 1 asks for GPU 5; without a CUDA provider it
+    runs on the CPU with one warning (this machine has no GPU)."""
+    import logging
+
+    from aurum import store
+    from workers import runtime
+
+    monkeypatch.setenv("AURUM_DEVICE", "cuda")
+    monkeypatch.setenv("AURUM_GPUS", "3,5")
+    monkeypatch.setattr(store, "_warned_no_cuda", False)
+    with caplog.at_level(logging.WARNING, logger="aurum.store"):
+        pipe = runtime.load(child_index=1, concurrency=2)
+    monkeypatch.setattr(runtime, "_pipeline", None)
+    assert pipe.settings.gpus == (5,) and pipe.store.device_id == 5
+    assert {m.provider for m in pipe.store.loaded().values()} == {"CPUExecutionProvider"}
+    assert len([r for r in caplog.records if "CUDA" in r.getMessage()]) == 1

@@ -15,7 +15,7 @@ from typing import Any, Iterator
 
 import redis
 from celery import Task
-from celery.exceptions import Ignore, Retry
+from celery.exceptions import Ignore, Retry, SoftTimeLimitExceeded
 
 from aurum import errors, fallback
 from aurum.config import Settings
@@ -94,6 +94,9 @@ def job_outcome(task: ScoringTask, keys: tuple[str, ...], options: dict | None, 
             yield
         except ImageExpired:
             raise JobFailed("IMAGE_EXPIRED", "The uploaded image expired before a worker took the job.") from None
+        except SoftTimeLimitExceeded:
+            limit = task.soft_time_limit or app.conf.task_soft_time_limit
+            raise JobFailed("TIMEOUT", f"The job exceeded its time limit ({limit} s).") from None
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             if task.request.retries >= MAX_RETRIES:
                 raise JobFailed("SERVICE_UNAVAILABLE", f"Redis unreachable after {MAX_RETRIES} retries.") from None
