@@ -12,9 +12,14 @@ from aurum import __version__
 from aurum.config import Settings
 from aurum.schemas import ErrorSchema
 
-from . import errors
+from aurum.keys import KeyStore
+
+from . import errors, security
+from .auth import authenticate
 from .health import Health
 from .jobs import Jobs
+from .limits import config as limits_config
+from .limits import limiter
 from .views import health, ml
 
 
@@ -30,17 +35,23 @@ def create_app(settings: Settings | None = None) -> Flask:
         API_TITLE="Aurum", API_VERSION=__version__, OPENAPI_VERSION="3.0.3",
         OPENAPI_URL_PREFIX="/", OPENAPI_JSON_PATH="openapi.json",
         OPENAPI_SWAGGER_UI_PATH="docs", OPENAPI_SWAGGER_UI_URL="/docs/assets/",
+        **limits_config(settings.redis_url),
     )
     client = redis.Redis.from_url(settings.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
     app.extensions["aurum.settings"] = settings
     app.extensions["aurum.jobs"] = Jobs(client, settings)
     app.extensions["aurum.health"] = Health(client)
+    app.extensions["aurum.keys"] = KeyStore(client)
+
+    app.before_request(authenticate)  # before the limiter's check: limits are per key
+    limiter.init_app(app)
 
     api = AurumApi(app)
     api.spec.components.schema("Result", schema=ml.ResultSchema)
     api.register_blueprint(ml.blp)
     api.register_blueprint(health.blp)
     errors.register(app)  # after Api: our one error shape replaces flask-smorest's
+    security.register(app, settings.cors_origins)
 
     _serve_swagger_assets(app)
     return app

@@ -7,13 +7,14 @@ from typing import Any
 
 import redis
 from kombu.exceptions import OperationalError
-from flask import Flask, jsonify
+from flask import Flask, current_app, has_request_context, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from aurum import errors
 
 STATUS_BY_KIND = {
     "input": 400,
+    "unauthenticated": 401,
     "too_large": 413,
     "unsupported": 415,
     "unprocessable": 422,
@@ -46,7 +47,22 @@ def status_for(code: str, kind: str | None = None) -> int:
     return STATUS_BY_KIND.get(kind or "internal", 500)
 
 
+def _drain_body() -> None:
+    """Read what is left of an accepted-size request body before answering an error early
+    (auth, Redis down): a server that answers and closes while the client is still sending
+    makes the client see a reset connection instead of the error. Oversized bodies (413) are
+    refused unread, as they must be."""
+    if has_request_context() and request.content_length and \
+            request.content_length <= (current_app.config.get("MAX_CONTENT_LENGTH") or 0):
+        try:
+            request.stream.read()
+        except Exception:  # the client went away: nothing to save
+            pass
+
+
 def error_response(code: str, message: str, status: int, details: dict[str, Any] | None = None):
+    if status != 413:
+        _drain_body()
     body: dict[str, Any] = {"code": code, "message": message}
     if details:
         body["details"] = details

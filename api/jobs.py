@@ -7,6 +7,7 @@ threaded web workers. It reads the result key, polling with a short backoff.
 
 from __future__ import annotations
 
+import hmac
 import json
 import time
 import uuid
@@ -36,7 +37,7 @@ class Jobs:
         self.backend = score_image.app.backend
 
     # --- submit -------------------------------------------------------------------------------
-    def submit(self, images: list[bytes], options: dict[str, Any], batch: bool) -> str:
+    def submit(self, images: list[bytes], options: dict[str, Any], batch: bool, owner: str) -> str:
         """Store the images, record the job, enqueue it; only then is the job accepted."""
         job_id = uuid.uuid4().hex  # 122 random bits: not guessable
         keys: list[str] = []
@@ -44,7 +45,7 @@ class Jobs:
             for data in images:
                 keys.append(self.images.put(data))
             record = {"kind": "batch" if batch else "single", "images": keys, "total": len(images),
-                      "created_at": time.time()}
+                      "created_at": time.time(), "owner": owner}
             self.redis.set(JOB_PREFIX + job_id, json.dumps(record), ex=self.settings.result_ttl)
             if batch:
                 score_batch.apply_async(args=(keys, options), task_id=job_id)
@@ -63,14 +64,16 @@ class Jobs:
             pass  # the keys expire with their TTL
 
     # --- read ---------------------------------------------------------------------------------
-    def record(self, job_id: str) -> dict[str, Any]:
+    def record(self, job_id: str, owner: str) -> dict[str, Any]:
+        """The job's record; another key's job is 404 too, so that ids leak nothing."""
         raw = self.redis.get(JOB_PREFIX + job_id) if _valid_id(job_id) else None
-        if raw is None:
+        record = json.loads(raw) if raw is not None else None
+        if record is None or not hmac.compare_digest(record["owner"], owner):
             raise JobNotFound()
-        return json.loads(raw)
+        return record
 
-    def status(self, job_id: str) -> dict[str, Any]:
-        record = self.record(job_id)
+    def status(self, job_id: str, owner: str) -> dict[str, Any]:
+        record = self.record(job_id, owner)
         meta = self.backend.get_task_meta(job_id)
         state = meta["status"]
         doc: dict[str, Any] = {"job_id": job_id, "kind": record["kind"], "status": STATUS.get(state, "queued"),
@@ -86,19 +89,19 @@ class Jobs:
             doc["error"] = failure(meta.get("result"))["error"]
         return doc
 
-    def wait(self, job_id: str, timeout: float) -> dict[str, Any]:
+    def wait(self, job_id: str, owner: str, timeout: float) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         delay = 0.002
         while True:
-            doc = self.status(job_id)
+            doc = self.status(job_id, owner)
             if doc["status"] in ("succeeded", "failed") or time.monotonic() >= deadline:
                 return doc
             time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
             delay = min(delay * 2, 0.05)
 
     # --- delete -------------------------------------------------------------------------------
-    def delete(self, job_id: str) -> None:
-        record = self.record(job_id)
+    def delete(self, job_id: str, owner: str) -> None:
+        record = self.record(job_id, owner)
         if self.backend.get_task_meta(job_id)["status"] not in states.READY_STATES:
             # dropped when a worker meets it (revoking a finished job would write a REVOKED state)
             score_image.app.control.revoke(job_id)

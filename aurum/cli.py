@@ -130,6 +130,47 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keys(args: argparse.Namespace) -> int:
+    import redis
+
+    from .keys import KeyStore
+
+    settings = Settings.from_env()
+    store = KeyStore(redis.Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2))
+    try:
+        if args.action == "create":
+            if not args.name:
+                print("error: --name is required", file=sys.stderr)
+                return 2
+            token, key = store.create(args.name, args.rate)
+            print(token)
+            print(f"created key {key.name!r} ({key.hint}...); store it now: it is not shown again",
+                  file=sys.stderr)
+        elif args.action == "list":
+            rows = [k.to_dict() for k in store.list()]
+            if args.json:
+                print(json.dumps(rows, indent=2))
+            for r in [] if args.json else rows:
+                state = "revoked" if r["revoked"] else "active"
+                print(f"{r['name']:<24} {r['hint']}...  {state:<8} rate {r['rate'] or 'default'}")
+        else:
+            if not args.name:
+                print("error: give the key's name (or its hint) to revoke", file=sys.stderr)
+                return 2
+            revoked = store.revoke(args.name)
+            if not revoked:
+                print(f"error: no active key matches {args.name!r}", file=sys.stderr)
+                return 1
+            print(f"revoked {len(revoked)} key(s): " + ", ".join(k.name for k in revoked))
+    except redis.RedisError as exc:
+        print(f"error: Redis at {settings.redis_url} is unreachable: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     current = Settings.from_env()
     for env, default, doc in Settings.describe():
@@ -165,6 +206,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--out", default=None, help="models folder to write into (default: the models folder)")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("keys", help="create, list or revoke API keys (stored as hashes in Redis)")
+    p.add_argument("action", choices=["create", "list", "revoke"])
+    p.add_argument("name", nargs="?", help="revoke: the key's name or hint")
+    p.add_argument("--name", dest="name", help="create: a name for the key")
+    p.add_argument("--rate", help='create: its own limits, e.g. "600/minute;30/second"')
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_keys)
 
     p = sub.add_parser("config", help="print every setting, its value and its documentation")
     p.set_defaults(func=cmd_config)

@@ -84,6 +84,11 @@ class Settings:
     task_soft_time_limit: int = setting("AURUM_TASK_SOFT_TIME_LIMIT", 20, "Seconds before a job is asked to stop.")
     task_time_limit: int = setting("AURUM_TASK_TIME_LIMIT", 30, "Seconds before a job's process is killed.")
     prefetch: int = setting("AURUM_PREFETCH", 1, "Messages each worker process reserves ahead.")
+    auth: str = setting("AURUM_AUTH", "on", "API keys required (on) or not (off: local development only).")
+    rate_limit: str = setting("AURUM_RATE_LIMIT", "600/minute;30/second",
+                              "Default per-key request limits (a fixed window and a burst window).")
+    batch_image_limit: str = setting("AURUM_BATCH_IMAGE_LIMIT", "1200/minute", "Per-key images submitted in batches.")
+    cors_origins: str = setting("AURUM_CORS_ORIGINS", "", "Comma-separated origins allowed by CORS (none by default).")
     serializer: str = setting("AURUM_SERIALIZER", "json", "Celery message and result serializer: json or msgpack.")
 
     @classmethod

@@ -25,11 +25,24 @@ def worker(celery_app):
 
 
 @pytest.fixture(scope="module")
-def client(worker):
+def app(worker):
     from api import create_app
 
-    app = create_app(Settings.from_env(max_request_bytes=4 * 1024 * 1024, max_batch=8))
-    return app.test_client()
+    return create_app(Settings.from_env(max_request_bytes=4 * 1024 * 1024, max_batch=8,
+                                        rate_limit="10000/minute", batch_image_limit="10000/minute"))
+
+
+def keyed_client(app, name: str, rate: str | None = None):
+    """A test client that sends a fresh API key, created the way `aurum keys create` does."""
+    token, _ = app.extensions["aurum.keys"].create(name, rate)
+    c = app.test_client()
+    c.environ_base["HTTP_X_API_KEY"] = token
+    return c
+
+
+@pytest.fixture(scope="module")
+def client(app):
+    return keyed_client(app, "api-tests")
 
 
 def upload(client, data: bytes, **form):
@@ -209,7 +222,7 @@ def test_openapi_document_and_docs_page(client) -> None:
 def test_redis_down_answers_503_within_a_second(worker) -> None:
     from api import create_app
 
-    dead = create_app(Settings.from_env(redis_url=f"redis://127.0.0.1:{free_port()}/0")).test_client()
+    dead = create_app(Settings.from_env(redis_url=f"redis://127.0.0.1:{free_port()}/0", auth="off")).test_client()
     start = time.monotonic()
     response = upload(dead, photo_bytes("astronaut.png"))
     assert time.monotonic() - start < 1.0

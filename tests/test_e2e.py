@@ -29,6 +29,10 @@ class Stack:
         bin_dir = Path(sys.executable).parent
         self.env = {**os.environ, "AURUM_REDIS_URL": f"{self.redis.url}/0", "AURUM_RESULT_TTL": str(RESULT_TTL),
                     "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}"}
+        created = subprocess.run([sys.executable, "-m", "aurum", "keys", "create", "--name", "e2e"], env=self.env,
+                                 capture_output=True, text=True, timeout=30, check=True)
+        self.http = requests.Session()
+        self.http.headers["X-API-Key"] = created.stdout.strip()
         commands = procfile({"PORT": str(self.port), "AURUM_BIND": "127.0.0.1", "WEB_CONCURRENCY": "2"})
         self.logs = [open(workdir / f"{name}.log", "w") for name in ("web", "worker")]
         self.procs = [subprocess.Popen(commands[name], cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
@@ -39,7 +43,7 @@ class Stack:
         while time.monotonic() < deadline:
             assert all(p.poll() is None for p in self.procs), "a process exited"
             try:
-                if requests.get(self.base + "/ready", timeout=3).status_code == 200:
+                if self.http.get(self.base + "/ready", timeout=3).status_code == 200:
                     return
             except requests.ConnectionError:
                 pass
@@ -70,13 +74,13 @@ def stack(tmp_path_factory):
 
 
 def submit(stack: Stack, data: bytes, **params) -> requests.Response:
-    return requests.post(stack.base + "/api/ml/score", files={"image": ("photo", data)}, params=params, timeout=40)
+    return stack.http.post(stack.base + "/api/ml/score", files={"image": ("photo", data)}, params=params, timeout=40)
 
 
 def poll(stack: Stack, url: str, timeout: float = 60) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        doc = requests.get(stack.base + url, timeout=5).json()
+        doc = stack.http.get(stack.base + url, timeout=5).json()
         if doc["status"] in ("succeeded", "failed"):
             return doc
         time.sleep(0.05)
@@ -99,7 +103,7 @@ def test_wait_and_batch_progress(stack) -> None:
     assert response.status_code == 200 and len(response.json()["result"]["faces"]) == 1
     canvas, _ = group_photo()
     files = [("images", (f"{i}.png", encode(canvas))) for i in range(12)]
-    response = requests.post(stack.base + "/api/ml/score/batch", files=files, timeout=40)
+    response = stack.http.post(stack.base + "/api/ml/score/batch", files=files, timeout=40)
     assert response.status_code == 202
     doc = poll(stack, response.json()["status_url"])
     assert doc["progress"] == {"done": 12, "total": 12}
@@ -114,6 +118,12 @@ def test_concurrent_submissions(stack) -> None:
     assert len({r.json()["job_id"] for r in responses}) == len(photos)
 
 
+def test_no_key_is_401_over_http(stack) -> None:
+    response = requests.post(stack.base + "/api/ml/score", files={"image": ("p", photo_bytes("astronaut.png"))},
+                             timeout=10)
+    assert response.status_code == 401 and response.json()["error"]["code"] == "UNAUTHENTICATED"
+
+
 def test_bad_input_over_http(stack) -> None:
     assert submit(stack, b"not an image").json()["error"]["code"] == "UNSUPPORTED_FORMAT"
     response = submit(stack, photo_bytes("coffee.png"), wait=20)
@@ -123,11 +133,11 @@ def test_bad_input_over_http(stack) -> None:
 def test_delete_and_result_expiry(stack) -> None:
     first = submit(stack, photo_bytes("astronaut.png"), wait=20).json()["job_id"]
     second = submit(stack, photo_bytes("astronaut.png"), wait=20).json()["job_id"]
-    assert requests.delete(f"{stack.base}/api/ml/jobs/{first}", timeout=5).status_code == 204
-    assert requests.get(f"{stack.base}/api/ml/jobs/{first}", timeout=5).status_code == 404
-    assert requests.get(f"{stack.base}/api/ml/jobs/{second}", timeout=5).status_code == 200
+    assert stack.http.delete(f"{stack.base}/api/ml/jobs/{first}", timeout=5).status_code == 204
+    assert stack.http.get(f"{stack.base}/api/ml/jobs/{first}", timeout=5).status_code == 404
+    assert stack.http.get(f"{stack.base}/api/ml/jobs/{second}", timeout=5).status_code == 200
     time.sleep(RESULT_TTL + 1)
-    assert requests.get(f"{stack.base}/api/ml/jobs/{second}", timeout=5).status_code == 404
+    assert stack.http.get(f"{stack.base}/api/ml/jobs/{second}", timeout=5).status_code == 404
 
 
 def test_redis_stopped_submit_answers_503_within_a_second(stack) -> None:
@@ -137,5 +147,5 @@ def test_redis_stopped_submit_answers_503_within_a_second(stack) -> None:
     response = submit(stack, photo_bytes("astronaut.png"))
     assert time.monotonic() - start < 1.0
     assert response.status_code == 503 and response.json()["error"]["code"] == "SERVICE_UNAVAILABLE"
-    assert requests.get(stack.base + "/health", timeout=2).status_code == 200
-    assert requests.get(stack.base + "/ready", timeout=5).status_code == 503
+    assert stack.http.get(stack.base + "/health", timeout=2).status_code == 200
+    assert stack.http.get(stack.base + "/ready", timeout=5).status_code == 503

@@ -12,10 +12,13 @@ from aurum.image import probe
 from aurum.schemas import ErrorSchema, ResultSchema, load_options
 
 from .. import uploads
+from ..auth import client_id
 from ..errors import status_for
+from ..limits import batch_image_count, batch_image_rate, key_rate, limiter
 from ..schemas import JobAcceptedSchema, JobStatusSchema, WorkerModelsSchema
 
 blp = Blueprint("ml", __name__, url_prefix="/api/ml", description="Face scoring jobs")
+limiter.limit(key_rate)(blp)  # every scoring endpoint counts against the caller's key
 
 OPTIONS_DOC = {name: {"type": "string"} for name in uploads.OPTION_FIELDS}
 WAIT_PARAM = {"in": "query", "name": "wait", "schema": {"type": "integer", "minimum": 0, "maximum": 30},
@@ -46,7 +49,7 @@ def _wait_seconds(raw: dict[str, Any]) -> float:
 
 def _accepted(job_id: str, wait: float):
     if wait > 0:
-        doc = _jobs().wait(job_id, wait)
+        doc = _jobs().wait(job_id, client_id(), wait)
         if doc["status"] == "succeeded":
             return jsonify(doc), 200
         if doc["status"] == "failed":
@@ -75,6 +78,8 @@ def _kind(code: str) -> str | None:
 @blp.alt_response(400, schema=ErrorSchema, description="Bad request or image (stable error code)")
 @blp.alt_response(413, schema=ErrorSchema, description="Image or request too large")
 @blp.alt_response(415, schema=ErrorSchema, description="Unsupported image or media type")
+@blp.alt_response(401, schema=ErrorSchema, description="Missing or invalid API key")
+@blp.alt_response(429, schema=ErrorSchema, description="Rate limited (Retry-After)")
 @blp.alt_response(503, schema=ErrorSchema, description="Queue unavailable")
 def score():
     """Score one photo."""
@@ -82,7 +87,7 @@ def score():
     wait = _wait_seconds(raw_options)
     options = load_options(raw_options)  # validate now: a bad option is the client's 400, not a failed job
     probe(data, _settings())  # size, format and header checks before the job is accepted
-    job_id = _jobs().submit([data], _plain(options), batch=False)
+    job_id = _jobs().submit([data], _plain(options), batch=False, owner=client_id())
     return _accepted(job_id, wait)
 
 
@@ -94,6 +99,8 @@ def score():
         "images": {"type": "array", "items": {"type": "string"}}, **OPTIONS_DOC}}}}})
 @blp.alt_response(202, schema=JobAcceptedSchema, description="Accepted: poll status_url for progress")
 @blp.alt_response(400, schema=ErrorSchema, description="Bad request, or an image failed its checks")
+@blp.alt_response(429, schema=ErrorSchema, description="Rate limited (Retry-After)")
+@limiter.limit(batch_image_rate, cost=batch_image_count, scope="batch-images")
 def score_batch():
     """Score up to AURUM_MAX_BATCH photos with batched inference."""
     images, raw_options = uploads.read_batch(request, _settings().max_batch)
@@ -106,7 +113,7 @@ def score_batch():
             exc.details = {**exc.details, "index": i}
             exc.message = f"Image {i}: {exc.message}"
             raise
-    job_id = _jobs().submit(images, _plain(options), batch=True)
+    job_id = _jobs().submit(images, _plain(options), batch=True, owner=client_id())
     return _accepted(job_id, wait)
 
 
@@ -115,7 +122,7 @@ def score_batch():
 @blp.alt_response(404, schema=ErrorSchema, description="Unknown, expired or deleted job")
 def get_job(job_id: str):
     """A job's status, with its result or error once it has ended."""
-    return jsonify(_jobs().status(job_id))
+    return jsonify(_jobs().status(job_id, client_id()))
 
 
 @blp.route("/jobs/<job_id>", methods=["DELETE"])
@@ -123,7 +130,7 @@ def get_job(job_id: str):
 @blp.alt_response(404, schema=ErrorSchema)
 def delete_job(job_id: str):
     """Delete a job's result and any stored image (biometric data on request)."""
-    _jobs().delete(job_id)
+    _jobs().delete(job_id, client_id())
     return "", 204
 
 

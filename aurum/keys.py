@@ -1,0 +1,81 @@
+"""API keys: random, shown once, stored only as SHA-256 hashes in Redis.
+
+The keys are 256-bit random tokens, so a fast hash is enough (no password stretching needed):
+what is stored cannot be turned back into a key, and a lookup is one Redis read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+
+PREFIX = "aurum:key:"
+INDEX = "aurum:keys"
+TOKEN_PREFIX = "ak_"
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    id: str              # sha256 of the key: what jobs and limits are keyed by
+    name: str
+    rate: str | None     # e.g. "600/minute;30/second"; None: the default
+    created_at: float
+    revoked: bool = False
+    hint: str = ""       # the key's first characters, to tell keys apart in listings
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id[:16], "name": self.name, "rate": self.rate, "created_at": self.created_at,
+                "revoked": self.revoked, "hint": self.hint}
+
+
+def key_id(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class KeyStore:
+    def __init__(self, client) -> None:  # a redis.Redis
+        self.redis = client
+
+    def create(self, name: str, rate: str | None = None) -> tuple[str, ApiKey]:
+        if not name or len(name) > 100:
+            raise ValueError("a key needs a name of 1 to 100 characters")
+        if any(k.name == name and not k.revoked for k in self.list()):
+            raise ValueError(f"an active key named {name!r} exists; revoke it first or pick another name")
+        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        key = ApiKey(id=key_id(token), name=name, rate=rate, created_at=time.time(), hint=token[:7])
+        self.redis.set(PREFIX + key.id, json.dumps(key.__dict__))
+        self.redis.sadd(INDEX, key.id)
+        return token, key
+
+    def lookup(self, token: str) -> ApiKey | None:
+        """The active key for ``token``, or None (unknown, malformed or revoked)."""
+        if not token.startswith(TOKEN_PREFIX) or len(token) > 100:
+            return None
+        raw = self.redis.get(PREFIX + key_id(token))
+        if raw is None:
+            return None
+        key = ApiKey(**json.loads(raw))
+        return None if key.revoked else key
+
+    def list(self) -> list[ApiKey]:
+        ids = sorted(i.decode() if isinstance(i, bytes) else i for i in self.redis.smembers(INDEX))
+        raws = self.redis.mget([PREFIX + i for i in ids]) if ids else []
+        return sorted((ApiKey(**json.loads(r)) for r in raws if r), key=lambda k: k.created_at)
+
+    def active_count(self) -> int:
+        return sum(1 for k in self.list() if not k.revoked)
+
+    def revoke(self, name_or_id: str) -> list[ApiKey]:
+        """Revoke the active keys whose name, id prefix or hint matches; returns them."""
+        revoked = []
+        for key in self.list():
+            matches = name_or_id in (key.name, key.hint) or (len(name_or_id) >= 8 and key.id.startswith(name_or_id))
+            if matches and not key.revoked:
+                updated = ApiKey(**{**key.__dict__, "revoked": True})
+                self.redis.set(PREFIX + key.id, json.dumps(updated.__dict__))
+                revoked.append(updated)
+        return revoked
