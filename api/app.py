@@ -39,7 +39,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     )
     client = redis.Redis.from_url(settings.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
     app.extensions["aurum.settings"] = settings
-    app.extensions["aurum.jobs"] = Jobs(client, settings)
+    app.extensions["aurum.jobs"] = Jobs(client, settings, _model_versions(settings))
     app.extensions["aurum.health"] = Health(client)
     app.extensions["aurum.keys"] = KeyStore(client)
 
@@ -55,6 +55,19 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     _serve_swagger_assets(app)
     return app
+
+
+def _model_versions(settings: Settings) -> dict[str, str] | None:
+    """Model versions for cache keys, from the manifest (no session is created). Without them
+    the API does not answer from cache; the workers still do."""
+    if settings.cache_ttl <= 0:
+        return None
+    from aurum.pipeline import Pipeline
+
+    try:
+        return Pipeline(settings).versions()
+    except Exception:  # no models folder next to the API: serve without the cache
+        return None
 
 
 def _serve_swagger_assets(app: Flask) -> None:

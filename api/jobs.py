@@ -1,5 +1,6 @@
-"""Jobs as the API sees them: submit (images into the image store, a task into the queue),
-read status from the result backend, wait by polling, delete everything a job left behind.
+"""Jobs as the API sees them: submit (answer from cache, attach to an identical job in flight, or
+store the images and enqueue), read status from the result backend, wait by polling, delete
+everything a job left behind.
 
 The API never calls ``AsyncResult.get()``: that subscribes to pub/sub and stalls under
 threaded web workers. It reads the result key, polling with a short backoff.
@@ -7,6 +8,7 @@ threaded web workers. It reads the result key, polling with a short backoff.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import json
 import time
@@ -18,6 +20,8 @@ from celery import states
 from celery.exceptions import TimeLimitExceeded, WorkerLostError
 
 from aurum.config import Settings
+from aurum.schemas import ScoreOptions
+from aurum.cache import ResultCache, cache_key
 from workers.imagestore import ImageStore
 from workers.tasks import JobFailed, score_batch, score_image
 
@@ -30,31 +34,51 @@ STATUS = {states.PENDING: "queued", states.RECEIVED: "queued", states.RETRY: "qu
 
 
 class Jobs:
-    def __init__(self, client: redis.Redis, settings: Settings) -> None:
+    def __init__(self, client: redis.Redis, settings: Settings, versions: dict[str, str] | None) -> None:
         self.redis = client
         self.settings = settings
         self.images = ImageStore(client, ttl=settings.image_ttl)
+        self.cache = (ResultCache(client, settings.cache_ttl, settings.cache_l1_size, settings.cache_l1_ttl)
+                      if versions else None)
+        self.versions = versions
         self.backend = score_image.app.backend
 
     # --- submit -------------------------------------------------------------------------------
-    def submit(self, images: list[bytes], options: dict[str, Any], batch: bool, owner: str) -> str:
-        """Store the images, record the job, enqueue it; only then is the job accepted."""
+    def submit(self, images: list[bytes], options: ScoreOptions, batch: bool, owner: str) -> str:
+        """Accept a job: from cache, attached to an identical job in flight, or enqueued. Only
+        then does the caller get its job id."""
         job_id = uuid.uuid4().hex  # 122 random bits: not guessable
-        keys: list[str] = []
+        record: dict[str, Any] = {"kind": "batch" if batch else "single", "total": len(images),
+                                  "created_at": time.time(), "owner": owner, "images": []}
+        plain = {k: v for k, v in vars(options).items() if v is not None}
+        if not batch and self.cache is not None:
+            key = cache_key(hashlib.sha256(images[0]).hexdigest(), self.versions, options, self.settings)
+            record["cache_key"] = key  # a delete evicts the cached result too
+            hit = self.cache.get(key)
+            if hit is not None:
+                record["cached"] = hit
+                self._save(job_id, record)
+                return job_id
+            leader = self.cache.claim(key, job_id, self.settings.task_time_limit * 2)
+            if leader is not None:
+                record["follows"] = leader  # the same image and options are being scored now
+                self._save(job_id, record)
+                return job_id
         try:
             for data in images:
-                keys.append(self.images.put(data))
-            record = {"kind": "batch" if batch else "single", "images": keys, "total": len(images),
-                      "created_at": time.time(), "owner": owner}
-            self.redis.set(JOB_PREFIX + job_id, json.dumps(record), ex=self.settings.result_ttl)
+                record["images"].append(self.images.put(data))
+            self._save(job_id, record)
             if batch:
-                score_batch.apply_async(args=(keys, options), task_id=job_id)
+                score_batch.apply_async(args=(record["images"], plain), task_id=job_id)
             else:
-                score_image.apply_async(args=(keys[0], options), task_id=job_id)
+                score_image.apply_async(args=(record["images"][0], plain), task_id=job_id)
         except Exception:
-            self._cleanup(job_id, keys)
+            self._cleanup(job_id, record["images"])
             raise
         return job_id
+
+    def _save(self, job_id: str, record: dict[str, Any]) -> None:
+        self.redis.set(JOB_PREFIX + job_id, json.dumps(record), ex=self.settings.result_ttl)
 
     def _cleanup(self, job_id: str, keys: list[str]) -> None:
         try:
@@ -74,17 +98,19 @@ class Jobs:
 
     def status(self, job_id: str, owner: str) -> dict[str, Any]:
         record = self.record(job_id, owner)
-        meta = self.backend.get_task_meta(job_id)
+        doc: dict[str, Any] = {"job_id": job_id, "kind": record["kind"], "created_at": record["created_at"]}
+        if "cached" in record:
+            return {**doc, **_outcome(record["cached"], cached=True)}
+        meta = self.backend.get_task_meta(record.get("follows", job_id))
         state = meta["status"]
-        doc: dict[str, Any] = {"job_id": job_id, "kind": record["kind"], "status": STATUS.get(state, "queued"),
-                               "created_at": record["created_at"]}
+        doc["status"] = STATUS.get(state, "queued")
         if record["kind"] == "batch":
             done = record["total"] if state == states.SUCCESS else 0
             if state == "PROGRESS" and isinstance(meta.get("result"), dict):
                 done = meta["result"].get("done", 0)
             doc["progress"] = {"done": done, "total": record["total"]}
         if state == states.SUCCESS:
-            doc["result"] = meta["result"]
+            doc.update(_outcome(meta["result"], cached="follows" in record))
         elif state in (states.FAILURE, states.REVOKED):
             doc["error"] = failure(meta.get("result"))["error"]
         return doc
@@ -102,10 +128,13 @@ class Jobs:
     # --- delete -------------------------------------------------------------------------------
     def delete(self, job_id: str, owner: str) -> None:
         record = self.record(job_id, owner)
-        if self.backend.get_task_meta(job_id)["status"] not in states.READY_STATES:
-            # dropped when a worker meets it (revoking a finished job would write a REVOKED state)
-            score_image.app.control.revoke(job_id)
-        self.backend.forget(job_id)
+        if "cached" not in record and "follows" not in record:
+            if self.backend.get_task_meta(job_id)["status"] not in states.READY_STATES:
+                # dropped when a worker meets it (revoking a finished job would write a REVOKED state)
+                score_image.app.control.revoke(job_id)
+            self.backend.forget(job_id)
+        if self.cache is not None and record.get("cache_key"):
+            self.cache.evict(record["cache_key"])
         self._cleanup(job_id, record["images"])
 
     # --- health -------------------------------------------------------------------------------
@@ -114,6 +143,15 @@ class Jobs:
             self.redis.ping()
         except redis.RedisError as exc:
             raise ServiceUnavailable(f"Redis is unreachable: {type(exc).__name__}.") from exc
+
+
+def _outcome(doc: Any, cached: bool) -> dict[str, Any]:
+    """A finished job's status fields from a result or a cached ``{"error": ...}`` document."""
+    if isinstance(doc, dict) and "error" in doc and "faces" not in doc and "items" not in doc:
+        return {"status": "failed", "error": doc["error"]}
+    if isinstance(doc, dict) and "faces" in doc:
+        doc = {**doc, "cached": cached or doc.get("cached", False)}
+    return {"status": "succeeded", "result": doc}
 
 
 def failure(exc: Any) -> dict[str, Any]:

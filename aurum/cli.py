@@ -171,6 +171,22 @@ def cmd_keys(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cache(args: argparse.Namespace) -> int:
+    import redis
+
+    from .cache import ResultCache
+
+    settings = Settings.from_env()
+    client = redis.Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+    try:
+        removed = ResultCache(client, settings.cache_ttl).clear()
+    except redis.RedisError as exc:
+        print(f"error: Redis at {settings.redis_url} is unreachable: {exc}", file=sys.stderr)
+        return 2
+    print(f"removed {removed} cached result(s)")
+    return 0
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     current = Settings.from_env()
     for env, default, doc in Settings.describe():
@@ -214,6 +230,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rate", help='create: its own limits, e.g. "600/minute;30/second"')
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_keys)
+
+    p = sub.add_parser("cache", help="manage the result cache")
+    p.add_argument("action", choices=["clear"])
+    p.set_defaults(func=cmd_cache)
 
     p = sub.add_parser("config", help="print every setting, its value and its documentation")
     p.set_defaults(func=cmd_config)

@@ -84,6 +84,9 @@ class Settings:
     task_soft_time_limit: int = setting("AURUM_TASK_SOFT_TIME_LIMIT", 20, "Seconds before a job is asked to stop.")
     task_time_limit: int = setting("AURUM_TASK_TIME_LIMIT", 30, "Seconds before a job's process is killed.")
     prefetch: int = setting("AURUM_PREFETCH", 1, "Messages each worker process reserves ahead.")
+    cache_ttl: int = setting("AURUM_CACHE_TTL", 3600, "Seconds a cached result is kept (0: no cache).")
+    cache_l1_size: int = setting("AURUM_CACHE_L1_SIZE", 1024, "Results kept in each process's in-memory cache.")
+    cache_l1_ttl: int = setting("AURUM_CACHE_L1_TTL", 300, "Seconds a process keeps a result in memory.")
     auth: str = setting("AURUM_AUTH", "on", "API keys required (on) or not (off: local development only).")
     rate_limit: str = setting("AURUM_RATE_LIMIT", "600/minute;30/second",
                               "Default per-key request limits (a fixed window and a burst window).")

@@ -116,6 +116,7 @@ class ResultSchema(Schema):
     models = fields.Dict(keys=fields.String(), values=fields.String(), required=True)
     degraded = fields.Boolean(required=True)
     degraded_reason = fields.String(allow_none=True)
+    cached = fields.Boolean(metadata={"description": "true: answered from the result cache, no model ran"})
 
 
 class ErrorBodySchema(Schema):

@@ -61,7 +61,7 @@ def wait_done(client, url: str, timeout: float = 30) -> dict:
 
 
 def without_timings(result: dict) -> dict:
-    return {k: v for k, v in result.items() if k != "timings_ms"}
+    return {k: v for k, v in result.items() if k not in ("timings_ms", "cached")}
 
 
 def test_submit_poll_and_result_equals_the_in_process_pipeline(client, pipeline) -> None:

@@ -24,13 +24,21 @@ def worker(celery_app):
         yield celery_app
 
 
+@pytest.fixture
+def fresh_cache(worker):
+    """Forget cached results, so that the next job really runs the models."""
+    from workers import runtime
+
+    runtime.cache().clear()
+
+
 def put(data: bytes) -> str:
     from workers import runtime
 
     return runtime.images().put(data)
 
 
-def test_score_image_equals_in_process_result_and_deletes_the_image(worker, pipeline) -> None:
+def test_score_image_equals_in_process_result_and_deletes_the_image(worker, pipeline, fresh_cache) -> None:
     from workers import runtime
     from workers.tasks import score_image
 
@@ -40,6 +48,7 @@ def test_score_image_equals_in_process_result_and_deletes_the_image(worker, pipe
         {"return_embedding": True}))
     for doc in (result, local):
         doc.pop("timings_ms")
+    assert result.pop("cached") is False
     assert result == local
     assert runtime.images().redis.exists(key) == 0
 
@@ -103,7 +112,7 @@ def test_batch_reports_per_item_results_and_progress(worker, pipeline) -> None:
     assert seen_progress <= {8, 12}
 
 
-def test_retryable_error_is_retried_then_succeeds(worker, monkeypatch) -> None:
+def test_retryable_error_is_retried_then_succeeds(worker, monkeypatch, fresh_cache) -> None:
     """Fault injection: inference fails twice (as a transient ONNX Runtime error would)."""
     from workers import runtime, tasks
 
@@ -123,7 +132,7 @@ def test_retryable_error_is_retried_then_succeeds(worker, monkeypatch) -> None:
     assert calls["n"] == 3 and len(result["faces"]) == 1
 
 
-def test_exhausted_retries_go_to_the_fallback(worker, monkeypatch) -> None:
+def test_exhausted_retries_go_to_the_fallback(worker, monkeypatch, fresh_cache) -> None:
     """Inference keeps failing: after MAX_RETRIES the job (same id) is scored by the fallback
     task, a simpler real method, and says so."""
     from workers import runtime, tasks

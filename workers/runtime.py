@@ -11,12 +11,14 @@ from aurum.config import Settings
 from aurum.pipeline import Pipeline
 from aurum.store import gpu_for_child
 
+from aurum.cache import ResultCache
 from .imagestore import ImageStore
 
 log = logging.getLogger(__name__)
 
 _pipeline: Pipeline | None = None
 _images: ImageStore | None = None
+_cache: ResultCache | None = None
 
 
 def ort_threads(concurrency: int | None, cores: int | None = None) -> int:
@@ -74,8 +76,20 @@ def images() -> ImageStore:
     return _images
 
 
+def cache() -> ResultCache | None:
+    """This process's result cache (L1 here, L2 in Redis); None when AURUM_CACHE_TTL is 0."""
+    global _cache
+    if _cache is None:
+        settings = Settings.from_env()
+        if settings.cache_ttl <= 0:
+            return None
+        _cache = ResultCache(images().redis, settings.cache_ttl, settings.cache_l1_size, settings.cache_l1_ttl)
+    return _cache
+
+
 def reset() -> None:
     """Forget per-process state (tests, and after a configuration change)."""
-    global _pipeline, _images
+    global _pipeline, _images, _cache
     _pipeline = None
     _images = None
+    _cache = None

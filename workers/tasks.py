@@ -8,6 +8,7 @@ when the models cannot serve.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
 from contextlib import contextmanager
@@ -23,6 +24,7 @@ from aurum.schemas import load_options
 
 from . import runtime
 from .app import app
+from aurum.cache import cache_key
 from .imagestore import ImageExpired
 
 log = logging.getLogger(__name__)
@@ -153,18 +155,79 @@ def _fetch(keys: list[str]) -> tuple[list[bytes], set[int]]:
     return datas, missing
 
 
+CACHEABLE_KINDS = {"input", "too_large", "unsupported", "unprocessable"}  # deterministic for an image
+
+
+def _cached(key: str) -> dict[str, Any] | None:
+    cache = runtime.cache()
+    hit = cache.get(key) if cache is not None else None
+    if hit is None:
+        return None
+    return hit if "error" in hit else {**hit, "cached": True}
+
+
+def _remember(key: str, outcome: dict[str, Any] | errors.AurumError) -> None:
+    cache = runtime.cache()
+    if cache is None:
+        return
+    if isinstance(outcome, errors.AurumError):
+        if outcome.kind in CACHEABLE_KINDS:
+            cache.put(key, outcome.to_dict())
+    else:
+        cache.put(key, outcome)
+
+
+def _key_for(data: bytes, opts) -> str:
+    pipe = runtime.pipeline()
+    return cache_key(hashlib.sha256(data).hexdigest(), pipe.versions(), opts, pipe.settings)
+
+
 @app.task(name="aurum.score_image", bind=True, base=ScoringTask, throws=(JobFailed,))
 def score_image(self: ScoringTask, image_key: str, options: dict | None = None) -> dict[str, Any]:
     with job_outcome(self, (image_key,), options, batch=False):
         self.count_delivery()
         opts = load_options(options)
-        return runtime.pipeline().score(runtime.images().get(image_key), opts)
+        data = runtime.images().get(image_key)
+        key = _key_for(data, opts)
+        try:
+            result = _score_or_recall(key, data, opts)
+        except errors.AurumError as exc:
+            if not exc.retryable:  # a retrying job keeps its claim: followers keep waiting on it
+                _release_inflight(key)
+            raise
+        except BaseException:
+            _release_inflight(key)
+            raise
+        _release_inflight(key)
+        return result
+
+
+def _score_or_recall(key: str, data: bytes, opts) -> dict[str, Any]:
+    hit = _cached(key)
+    if hit is not None:
+        if "error" in hit:
+            raise JobFailed(hit["error"]["code"], hit["error"]["message"], hit["error"].get("details"))
+        return hit
+    try:
+        result = {**runtime.pipeline().score(data, opts), "cached": False}
+    except errors.AurumError as exc:
+        _remember(key, exc)
+        raise
+    _remember(key, result)
+    return result
+
+
+def _release_inflight(key: str) -> None:
+    cache = runtime.cache()
+    if cache is not None:
+        cache.release(key)
 
 
 @app.task(name="aurum.score_batch", bind=True, base=ScoringTask, throws=(JobFailed,))
 def score_batch(self: ScoringTask, image_keys: list[str], options: dict | None = None) -> dict[str, Any]:
     """Several images with batched inference (all faces of a chunk through each model at once);
-    progress is published as state PROGRESS with ``done`` / ``total``."""
+    images already in the cache are not run again; progress is published as state PROGRESS
+    with ``done`` / ``total``."""
     with job_outcome(self, tuple(image_keys), options, batch=True):
         self.count_delivery()
         opts = load_options(options)
@@ -173,7 +236,21 @@ def score_batch(self: ScoringTask, image_keys: list[str], options: dict | None =
         total = len(image_keys)
         for start in range(0, total, BATCH_CHUNK):
             datas, missing = _fetch(image_keys[start:start + BATCH_CHUNK])
-            items += _batch_items(pipe.score_many(datas, opts), missing)
+            outcomes: list[Any] = [None] * len(datas)
+            keys = [None if i in missing else _key_for(d, opts) for i, d in enumerate(datas)]
+            run = []
+            for i, key in enumerate(keys):
+                if key is not None and (hit := _cached(key)) is not None:
+                    outcomes[i] = hit
+                elif key is not None:
+                    run.append(i)
+            for i, outcome in zip(run, pipe.score_many([datas[i] for i in run], opts)):
+                if not isinstance(outcome, errors.AurumError):
+                    outcome = {**outcome, "cached": False}
+                if not (isinstance(outcome, errors.AurumError) and outcome.retryable):
+                    _remember(keys[i], outcome)
+                outcomes[i] = outcome
+            items += _batch_items(outcomes, missing)
             self.update_state(state="PROGRESS", meta={"done": len(items), "total": total})
         return {"total": total, "done": total, "items": items}
 

@@ -87,7 +87,7 @@ def score():
     wait = _wait_seconds(raw_options)
     options = load_options(raw_options)  # validate now: a bad option is the client's 400, not a failed job
     probe(data, _settings())  # size, format and header checks before the job is accepted
-    job_id = _jobs().submit([data], _plain(options), batch=False, owner=client_id())
+    job_id = _jobs().submit([data], options, batch=False, owner=client_id())
     return _accepted(job_id, wait)
 
 
@@ -113,7 +113,7 @@ def score_batch():
             exc.details = {**exc.details, "index": i}
             exc.message = f"Image {i}: {exc.message}"
             raise
-    job_id = _jobs().submit(images, _plain(options), batch=True, owner=client_id())
+    job_id = _jobs().submit(images, options, batch=True, owner=client_id())
     return _accepted(job_id, wait)
 
 
@@ -139,10 +139,6 @@ def delete_job(job_id: str):
 def models():
     """Per worker child: model names, versions, sha256, execution provider and load time."""
     return jsonify(current_app.extensions["aurum.health"].worker_models())
-
-
-def _plain(options) -> dict[str, Any]:
-    return {k: v for k, v in vars(options).items() if v is not None}
 
 
 __all__ = ["blp", "ResultSchema"]

@@ -1,0 +1,112 @@
+"""The result cache: L1 a bounded in-process LRU with TTL, L2 Redis; and in-flight coalescing.
+
+An L1 hit is confirmed with a Redis EXISTS, so a clear or a deleted job's eviction done by any
+process takes effect everywhere at once; L1 saves the transfer and parsing of the document.
+
+Key: sha256 of the image bytes, the versions of every model, and the (defaults-resolved)
+options that change the result. A model version change therefore misses naturally. Entries
+expire after ``AURUM_CACHE_TTL`` (privacy: results are biometric derivatives). Deterministic
+failures (``NO_FACE``, a corrupt image...) are cached too, as ``{"error": ...}`` documents.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from typing import Any
+
+import redis
+from cachetools import TTLCache
+
+from .config import Settings
+from .schemas import ScoreOptions
+
+PREFIX = "aurum:cache:"
+INFLIGHT = "aurum:inflight:"
+
+
+def resolved_options(options: ScoreOptions, settings: Settings) -> dict[str, Any]:
+    """Options as the pipeline applies them: an omitted option equals its explicit default."""
+    return {
+        "max_faces": options.max_faces or settings.max_faces,
+        "min_face_size": settings.min_face_size if options.min_face_size is None else options.min_face_size,
+        "detection_threshold": options.detection_threshold or settings.detection_threshold,
+        "return_landmarks": options.return_landmarks, "return_embedding": options.return_embedding,
+        "quality_gate": options.quality_gate,
+    }
+
+
+def cache_key(image_sha256: str, versions: dict[str, str], options: ScoreOptions, settings: Settings) -> str:
+    material = json.dumps({"image": image_sha256, "models": versions,
+                           "options": resolved_options(options, settings)}, sort_keys=True)
+    return hashlib.sha256(material.encode()).hexdigest()
+
+
+class ResultCache:
+    def __init__(self, client: redis.Redis, ttl: int, l1_size: int = 1024, l1_ttl: int = 300) -> None:
+        self.redis = client
+        self.ttl = ttl
+        self._l1: TTLCache = TTLCache(maxsize=l1_size, ttl=max(1, min(ttl, l1_ttl)))
+        self._lock = threading.Lock()  # cachetools caches are not thread-safe (gthread web workers)
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        with self._lock:
+            doc = self._l1.get(key)
+        if doc is not None:
+            # An EXISTS (tiny) instead of GET + parse of a large document; and it honours a clear
+            # or a job deletion done by any other process at once.
+            if self.redis.exists(PREFIX + key):
+                return doc
+            with self._lock:
+                self._l1.pop(key, None)
+            return None
+        raw = self.redis.get(PREFIX + key)
+        if raw is None:
+            return None
+        doc = json.loads(raw)
+        with self._lock:
+            self._l1[key] = doc
+        return doc
+
+    def put(self, key: str, doc: dict[str, Any]) -> None:
+        self.redis.set(PREFIX + key, json.dumps(doc), ex=self.ttl)
+        with self._lock:
+            self._l1[key] = doc
+
+    def evict(self, key: str) -> None:
+        """Forget one result (a deleted job's), in Redis and in this process."""
+        self.redis.delete(PREFIX + key)
+        with self._lock:
+            self._l1.pop(key, None)
+
+    def clear(self) -> int:
+        """Drop every cached result (L2 for everyone, L1 of this process); returns the count."""
+        removed = 0
+        for batch in _chunks(self.redis.scan_iter(PREFIX + "*", count=500), 500):
+            removed += self.redis.delete(*batch)
+        with self._lock:
+            self._l1.clear()
+        return removed
+
+    # --- coalescing ---------------------------------------------------------------------------
+    def claim(self, key: str, job_id: str, ttl: int) -> str | None:
+        """Become the job computing ``key`` (returns None), or get the id of the one that is."""
+        if self.redis.set(INFLIGHT + key, job_id, nx=True, ex=ttl):
+            return None
+        leader = self.redis.get(INFLIGHT + key)
+        return leader.decode() if leader else None
+
+    def release(self, key: str) -> None:
+        self.redis.delete(INFLIGHT + key)
+
+
+def _chunks(iterable, size):
+    chunk = []
+    for item in iterable:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
