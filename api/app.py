@@ -8,13 +8,14 @@ import redis
 from flask import Flask, send_from_directory
 from flask_smorest import Api
 
-from aurum import __version__
+from aurum import __version__, logs
 from aurum.config import Settings
 from aurum.schemas import ErrorSchema
 
 from aurum.keys import KeyStore
+from aurum.privacy import init_sentry
 
-from . import errors, security
+from . import errors, observability, security
 from .auth import authenticate
 from .health import Health
 from .jobs import Jobs
@@ -29,6 +30,11 @@ class AurumApi(Api):
 
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or Settings.from_env()
+    logs.configure()
+    if settings.sentry_dsn:
+        from sentry_sdk.integrations.flask import FlaskIntegration
+
+        init_sentry(settings.sentry_dsn, [FlaskIntegration()], settings.sentry_environment)
     app = Flask(__name__)
     app.config.update(
         MAX_CONTENT_LENGTH=settings.max_request_bytes,  # werkzeug refuses larger bodies before reading
@@ -43,6 +49,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["aurum.health"] = Health(client)
     app.extensions["aurum.keys"] = KeyStore(client)
 
+    observability.register(app, client)  # first: the request id is set before anything logs
     app.before_request(authenticate)  # before the limiter's check: limits are per key
     limiter.init_app(app)
 

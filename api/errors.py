@@ -95,4 +95,7 @@ def register(app: Flask) -> None:
     @app.errorhandler(Exception)
     def unexpected(exc: Exception):
         app.logger.exception("unhandled error")
+        import sentry_sdk  # handled here, so Flask's own signal (which Sentry listens to) never fires
+
+        sentry_sdk.capture_exception(exc)
         return error_response("INTERNAL_ERROR", "Internal error.", 500)

@@ -21,11 +21,13 @@ from celery.exceptions import TimeLimitExceeded, WorkerLostError
 
 from aurum.config import Settings
 from aurum.schemas import ScoreOptions
+from aurum import logs
 from aurum.cache import ResultCache, cache_key
 from workers.imagestore import ImageStore
 from workers.tasks import JobFailed, score_batch, score_image
 
 from .errors import JobNotFound, ServiceUnavailable
+from .observability import API_CACHE, SUBMISSIONS
 
 JOB_PREFIX = "aurum:job:"
 STATUS = {states.PENDING: "queued", states.RECEIVED: "queued", states.RETRY: "queued",
@@ -55,26 +57,31 @@ class Jobs:
             key = cache_key(hashlib.sha256(images[0]).hexdigest(), self.versions, options, self.settings)
             record["cache_key"] = key  # a delete evicts the cached result too
             hit = self.cache.get(key)
+            API_CACHE.labels("miss" if hit is None else "hit").inc()
             if hit is not None:
                 record["cached"] = hit
                 self._save(job_id, record)
+                SUBMISSIONS.labels("single", "cached").inc()
                 return job_id
             leader = self.cache.claim(key, job_id, self.settings.task_time_limit * 2)
             if leader is not None:
                 record["follows"] = leader  # the same image and options are being scored now
                 self._save(job_id, record)
+                SUBMISSIONS.labels("single", "coalesced").inc()
                 return job_id
         try:
             for data in images:
                 record["images"].append(self.images.put(data))
             self._save(job_id, record)
+            headers = {"aurum_submitted_at": time.time(), "aurum_request_id": logs.request_id.get()}
             if batch:
-                score_batch.apply_async(args=(record["images"], plain), task_id=job_id)
+                score_batch.apply_async(args=(record["images"], plain), task_id=job_id, headers=headers)
             else:
-                score_image.apply_async(args=(record["images"][0], plain), task_id=job_id)
+                score_image.apply_async(args=(record["images"][0], plain), task_id=job_id, headers=headers)
         except Exception:
             self._cleanup(job_id, record["images"])
             raise
+        SUBMISSIONS.labels(record["kind"], "queued").inc()
         return job_id
 
     def _save(self, job_id: str, record: dict[str, Any]) -> None:

@@ -19,7 +19,10 @@ def procfile(env: dict[str, str] | None = None) -> dict[str, list[str]]:
         if line.strip() and not line.startswith("#"):
             name, command = line.split(":", 1)
             command = re.sub(r"\$\{([A-Z_]+):-([^}]*)\}", lambda m: env.get(m.group(1), m.group(2)), command)
-            entries[name.strip()] = shlex.split(command)
+            words = shlex.split(command)
+            while words and re.match(r"^[A-Z_]+=", words[0]):  # leading VAR=value assignments
+                words.pop(0)
+            entries[name.strip()] = words
     return entries
 
 

@@ -27,8 +27,12 @@ class Stack:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         bin_dir = Path(sys.executable).parent
+        metrics_port = free_port()
+        self.worker_metrics = [f"http://127.0.0.1:{metrics_port + i}/metrics" for i in range(2)]  # per child
         self.env = {**os.environ, "AURUM_REDIS_URL": f"{self.redis.url}/0", "AURUM_RESULT_TTL": str(RESULT_TTL),
-                    "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}"}
+                    "AURUM_WORKER_METRICS_PORT": str(metrics_port), "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}"}
+        self.env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        self.workdir = workdir
         created = subprocess.run([sys.executable, "-m", "aurum", "keys", "create", "--name", "e2e"], env=self.env,
                                  capture_output=True, text=True, timeout=30, check=True)
         self.http = requests.Session()
@@ -138,6 +142,84 @@ def test_delete_and_result_expiry(stack) -> None:
     assert stack.http.get(f"{stack.base}/api/ml/jobs/{second}", timeout=5).status_code == 200
     time.sleep(RESULT_TTL + 1)
     assert stack.http.get(f"{stack.base}/api/ml/jobs/{second}", timeout=5).status_code == 404
+
+
+def scrape(urls: str | list[str]) -> dict[str, float]:
+    """Prometheus text from one or several exporters -> {'name{labels}': summed value}."""
+    samples: dict[str, float] = {}
+    for url in [urls] if isinstance(urls, str) else urls:
+        for line in requests.get(url, timeout=5).text.splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                samples[name] = samples.get(name, 0.0) + float(value)
+    return samples
+
+
+def total(samples: dict[str, float], prefix: str, **labels: str) -> float:
+    wanted = [f'{k}="{v}"' for k, v in labels.items()]
+    return sum(v for k, v in samples.items()
+               if (k == prefix or k.startswith(prefix + "{")) and all(w in k for w in wanted))
+
+
+def test_metrics_move_after_real_jobs(stack) -> None:
+    before_api, before_worker = scrape(stack.base + "/metrics"), scrape(stack.worker_metrics)
+    assert submit(stack, photo_bytes("camera.png")[:-1] + b"\x00", wait=20).status_code in (200, 400)
+    canvas, _ = group_photo()
+    assert submit(stack, encode(canvas), wait=20).status_code == 200
+    api, worker = scrape(stack.base + "/metrics"), scrape(stack.worker_metrics)
+    assert total(api, "aurum_http_requests_total", route="/api/ml/score", status="200") > \
+        total(before_api, "aurum_http_requests_total", route="/api/ml/score", status="200")
+    assert total(api, "aurum_jobs_submitted_total", path="queued") >= 2
+    assert "aurum_queue_depth{queue=\"score\"}" in api
+    assert total(worker, "aurum_jobs_total", outcome="succeeded") > total(before_worker, "aurum_jobs_total",
+                                                                          outcome="succeeded")
+    assert total(worker, "aurum_job_queue_seconds_count") > 0 and total(worker, "aurum_job_compute_seconds_count") > 0
+    assert total(worker, "aurum_stage_seconds_count", stage="landmarks") > 0
+    assert total(worker, "aurum_faces_per_image_sum") >= 3  # the group photo
+    assert total(worker, "aurum_model_load_seconds_count") >= 2  # both pool children
+    assert total(worker, "aurum_cache_requests_total", side="worker", result="miss") > 0
+
+
+def test_coalescing_runs_the_models_once_by_the_metric(stack) -> None:
+    from .test_cache import unique_photo
+
+    data = unique_photo(101)
+    runs_before = total(scrape(stack.worker_metrics), "aurum_model_runs_total")
+    coalesced_before = total(scrape(stack.base + "/metrics"), "aurum_jobs_submitted_total", path="coalesced")
+    with ThreadPoolExecutor(2) as pool:
+        responses = list(pool.map(lambda _: submit(stack, data, wait=20), range(2)))
+    assert [r.status_code for r in responses] == [200, 200]
+    assert responses[0].json()["result"]["faces"] == responses[1].json()["result"]["faces"]
+    runs = total(scrape(stack.worker_metrics), "aurum_model_runs_total") - runs_before
+    coalesced = total(scrape(stack.base + "/metrics"), "aurum_jobs_submitted_total", path="coalesced") - coalesced_before
+    cached = [r.json()["result"]["cached"] for r in responses]
+    assert runs == 1 and sorted(cached) == [False, True] and coalesced + cached.count(True) >= 1
+
+
+def test_logs_are_json_and_carry_the_request_id_into_the_worker(stack) -> None:
+    import base64
+    import json as jsonlib
+
+    request_id = "req-e2e-0123456789"
+    data = photo_bytes("astronaut.png")
+    response = stack.http.post(stack.base + "/api/ml/score", files={"image": ("p", data)},
+                               params={"wait": 20}, data={"return_embedding": "true"},
+                               headers={"X-Request-ID": request_id}, timeout=30)
+    assert response.headers["X-Request-ID"] == request_id
+    job_id = response.json()["job_id"]
+    embedding = response.json()["result"]["faces"][0]["embedding"]
+    time.sleep(0.5)
+    records = {}
+    for name in ("web", "worker"):
+        text = (stack.workdir / f"{name}.log").read_text()
+        records[name] = [jsonlib.loads(line) for line in text.splitlines() if line.startswith("{")]
+        assert records[name], f"no JSON log lines from {name}"
+        assert base64.b64encode(data[:300]).decode()[:60] not in text  # no image bytes
+        assert str(embedding[0])[:8] not in text and str(embedding[1])[:8] not in text  # no embeddings
+    assert any(r.get("request_id") == request_id and r.get("route") == "/api/ml/score" for r in records["web"])
+    worker_lines = [r for r in records["worker"] if r.get("request_id") == request_id]
+    assert worker_lines and all(r["job_id"] == job_id for r in worker_lines)
+    assert any(r.get("message") == "job" and r.get("outcome") == "succeeded" for r in worker_lines)
 
 
 def test_redis_stopped_submit_answers_503_within_a_second(stack) -> None:

@@ -44,6 +44,9 @@ def load(child_index: int = 0, concurrency: int | None = None, hostname: str | N
     pipeline = Pipeline(settings)
     pipeline.load(embedding=True)
     _pipeline = pipeline
+    from .metrics import MODEL_LOAD_SECONDS
+
+    MODEL_LOAD_SECONDS.observe(time.perf_counter() - start)
     if hostname:
         publish_models(hostname, child_index, pipeline)
     log.info("child %d: models loaded in %.0f ms (device %s, gpu %s, %d ORT threads)",

@@ -1,12 +1,39 @@
-"""Celery signal handlers: load the models in every pool child, after the fork."""
+"""Celery signal handlers: JSON logging, models loaded (and a metrics exporter started) in
+every pool child after the fork, request and job ids around each task."""
 
 from __future__ import annotations
 
+import logging
+import os
+
 from billiard.process import current_process
-from celery.signals import worker_process_init
+from celery.signals import celeryd_init, setup_logging, task_postrun, task_prerun, worker_process_init
+
+from aurum import logs
 
 from . import runtime
 from .app import app
+
+
+@setup_logging.connect
+def configure_logging(**_: object) -> None:
+    logs.configure()  # connecting this signal also stops Celery from installing its own handlers
+    # Celery's trace logger prints each task's return value at INFO: results hold landmarks and
+    # embeddings, which never go to logs. Our own "job" line records every outcome instead.
+    logging.getLogger("celery.app.trace").setLevel(logging.WARNING)
+
+
+@celeryd_init.connect
+def start_error_reporting(**_: object) -> None:
+    """Sentry in the worker's main process (the pool children inherit it), when SENTRY_DSN is set."""
+    from aurum.config import Settings
+    from aurum.privacy import init_sentry
+
+    settings = Settings.from_env()
+    if settings.sentry_dsn:
+        from sentry_sdk.integrations.celery import CeleryIntegration
+
+        init_sentry(settings.sentry_dsn, [CeleryIntegration()], settings.sentry_environment)
 
 
 @worker_process_init.connect
@@ -14,4 +41,35 @@ def load_models(sender: str | None = None, **_: object) -> None:
     # billiard numbers pool children 0..n-1 (and reuses a dead child's number for its successor),
     # which is what GPU pinning needs: child i takes AURUM_GPUS[i % n].
     index = getattr(current_process(), "index", 0) or 0
+    start_metrics_exporter(index)
     runtime.load(child_index=index, concurrency=app.conf.worker_concurrency, hostname=sender)
+
+
+@task_prerun.connect
+def bind_ids(task_id: str | None = None, task=None, **_: object) -> None:
+    from .tasks import header
+
+    logs.job_id.set(task_id)
+    logs.request_id.set(header(task, "aurum_request_id") if task is not None else None)
+
+
+@task_postrun.connect
+def unbind_ids(**_: object) -> None:
+    logs.job_id.set(None)
+    logs.request_id.set(None)
+
+
+def start_metrics_exporter(child_index: int) -> None:
+    """An exporter port per pool child: AURUM_WORKER_METRICS_PORT + child index, bound to
+    AURUM_METRICS_BIND (default 127.0.0.1). A replacement child takes over its predecessor's
+    index, hence its port. (Multiprocess mode is not an option here: the celery command imports
+    prometheus_client before any of our code could point it at a shared directory.)"""
+    base = os.environ.get("AURUM_WORKER_METRICS_PORT")
+    if not base:
+        return
+    from prometheus_client import start_http_server
+
+    try:
+        start_http_server(int(base) + child_index, addr=os.environ.get("AURUM_METRICS_BIND", "127.0.0.1"))
+    except OSError as exc:  # metrics must never keep a worker from serving
+        logging.getLogger(__name__).warning("metrics port %s unavailable: %s", int(base) + child_index, exc)

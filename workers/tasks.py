@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import random
+import time
 from contextlib import contextmanager
 from typing import Any, Iterator
 
@@ -22,7 +23,7 @@ from aurum import errors, fallback
 from aurum.config import Settings
 from aurum.schemas import load_options
 
-from . import runtime
+from . import metrics, runtime
 from .app import app
 from aurum.cache import cache_key
 from .imagestore import ImageExpired
@@ -90,10 +91,17 @@ def job_outcome(task: ScoringTask, keys: tuple[str, ...], options: dict | None, 
     - models unavailable, or inference retries exhausted: the fallback task takes over the job
       (same job id, same images), and its result says ``degraded: true``.
 
-    Images are kept across retries and hand-overs and released on every final outcome."""
+    Images are kept across retries and hand-overs and released on every final outcome; every
+    outcome is counted (``aurum_jobs_total``) and timed (queue and compute seconds)."""
+    started = time.time()
+    submitted = header(task, "aurum_submitted_at")
+    if submitted and not task.request.retries:
+        metrics.QUEUE_SECONDS.labels(task.name).observe(max(0.0, started - float(submitted)))
+    outcome = "failed"
     try:
         try:
             yield
+            outcome = "succeeded"
         except ImageExpired:
             raise JobFailed("IMAGE_EXPIRED", "The uploaded image expired before a worker took the job.") from None
         except SoftTimeLimitExceeded:
@@ -102,6 +110,7 @@ def job_outcome(task: ScoringTask, keys: tuple[str, ...], options: dict | None, 
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             if task.request.retries >= MAX_RETRIES:
                 raise JobFailed("SERVICE_UNAVAILABLE", f"Redis unreachable after {MAX_RETRIES} retries.") from None
+            outcome = "retried"
             raise task.retry(exc=exc, countdown=backoff(task.request.retries), max_retries=MAX_RETRIES)
         except errors.AurumError as exc:
             if isinstance(exc, errors.ModelUnavailable):
@@ -109,18 +118,47 @@ def job_outcome(task: ScoringTask, keys: tuple[str, ...], options: dict | None, 
             if exc.retryable:
                 if task.request.retries >= MAX_RETRIES:
                     raise FallbackHandover(f"{exc.code} after {MAX_RETRIES} retries: {exc.message}") from None
+                outcome = "retried"
                 raise task.retry(exc=exc, countdown=backoff(task.request.retries), max_retries=MAX_RETRIES)
             raise JobFailed(exc.code, exc.message, exc.details) from None
     except FallbackHandover as handover:
-        log.warning("job %s goes to the fallback: %s", task.request.id, handover.reason)
-        score_fallback.apply_async(args=(list(keys), options, handover.reason, batch), task_id=task.request.id)
+        outcome = "fallback"
+        metrics.FALLBACKS.labels(task.name).inc()
+        log.warning("job goes to the fallback: %s", handover.reason)
+        score_fallback.apply_async(args=(list(keys), options, handover.reason, batch), task_id=task.request.id,
+                                   headers=propagated_headers(task))
         raise Ignore() from None  # the fallback task writes this job's result
     except (Retry, Ignore):
+        if outcome == "retried":
+            metrics.RETRIES.labels(task.name).inc()
         raise
-    except BaseException:
+    except BaseException as exc:
         _release(keys)
+        if isinstance(exc, JobFailed) and exc.code == "POISON_MESSAGE":
+            metrics.DEAD_LETTERS.inc()
         raise
-    _release(keys)
+    else:
+        _release(keys)
+    finally:
+        elapsed = time.time() - started
+        metrics.JOBS.labels(task.name, outcome).inc()
+        if outcome != "retried":
+            metrics.COMPUTE_SECONDS.labels(task.name).observe(elapsed)
+        log.info("job", extra={"task": task.name, "outcome": outcome, "compute_ms": round(elapsed * 1000, 2),
+                               "images": len(keys), "attempt": task.request.retries + 1})
+
+
+HEADERS = ("aurum_submitted_at", "aurum_request_id")
+
+
+def header(task: Task, name: str) -> Any:
+    """A custom message header the API set (Celery exposes them on the request)."""
+    value = task.request.get(name) if hasattr(task.request, "get") else getattr(task.request, name, None)
+    return value if value is not None else (getattr(task.request, "headers", None) or {}).get(name)
+
+
+def propagated_headers(task: Task) -> dict[str, Any]:
+    return {name: value for name in HEADERS if (value := header(task, name)) is not None}
 
 
 def _release(keys: tuple[str, ...]) -> None:
@@ -161,6 +199,7 @@ CACHEABLE_KINDS = {"input", "too_large", "unsupported", "unprocessable"}  # dete
 def _cached(key: str) -> dict[str, Any] | None:
     cache = runtime.cache()
     hit = cache.get(key) if cache is not None else None
+    metrics.CACHE.labels("worker", "miss" if hit is None else "hit").inc()
     if hit is None:
         return None
     return hit if "error" in hit else {**hit, "cached": True}
@@ -213,6 +252,7 @@ def _score_or_recall(key: str, data: bytes, opts) -> dict[str, Any]:
     except errors.AurumError as exc:
         _remember(key, exc)
         raise
+    metrics.observe_result(result)
     _remember(key, result)
     return result
 
@@ -234,6 +274,7 @@ def score_batch(self: ScoringTask, image_keys: list[str], options: dict | None =
         pipe = runtime.pipeline()
         items: list[dict[str, Any]] = []
         total = len(image_keys)
+        metrics.BATCH_SIZE.observe(total)
         for start in range(0, total, BATCH_CHUNK):
             datas, missing = _fetch(image_keys[start:start + BATCH_CHUNK])
             outcomes: list[Any] = [None] * len(datas)
@@ -247,6 +288,7 @@ def score_batch(self: ScoringTask, image_keys: list[str], options: dict | None =
             for i, outcome in zip(run, pipe.score_many([datas[i] for i in run], opts)):
                 if not isinstance(outcome, errors.AurumError):
                     outcome = {**outcome, "cached": False}
+                    metrics.observe_result(outcome)
                 if not (isinstance(outcome, errors.AurumError) and outcome.retryable):
                     _remember(keys[i], outcome)
                 outcomes[i] = outcome

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import current_app, jsonify, request, url_for
+from flask import current_app, g, jsonify, request, url_for
 from flask_smorest import Blueprint
 
 from aurum import errors
@@ -48,6 +48,7 @@ def _wait_seconds(raw: dict[str, Any]) -> float:
 
 
 def _accepted(job_id: str, wait: float):
+    g.job_id = job_id
     if wait > 0:
         doc = _jobs().wait(job_id, client_id(), wait)
         if doc["status"] == "succeeded":

@@ -1,0 +1,39 @@
+"""Worker-side Prometheus metrics.
+
+Each pool child serves its own on ``AURUM_WORKER_METRICS_PORT`` + child index (see
+:mod:`workers.signals`). Like Triton, a job's latency is split into queue time (submitted to
+started) and compute time.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import Counter, Histogram
+
+LATENCY = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30)
+STAGE = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5)
+
+JOBS = Counter("aurum_jobs_total", "Job attempts by task and outcome (succeeded, failed, retried, fallback)",
+               ["task", "outcome"])
+QUEUE_SECONDS = Histogram("aurum_job_queue_seconds", "Submitted to started", ["task"], buckets=LATENCY)
+COMPUTE_SECONDS = Histogram("aurum_job_compute_seconds", "Started to ended", ["task"], buckets=LATENCY)
+STAGE_SECONDS = Histogram("aurum_stage_seconds", "Pipeline stage time per image", ["stage"], buckets=STAGE)
+FACES = Histogram("aurum_faces_per_image", "Faces found per scored image", buckets=(0, 1, 2, 3, 5, 10, 20, 50))
+BATCH_SIZE = Histogram("aurum_batch_size", "Images per batch job", buckets=(1, 2, 4, 8, 16, 32, 64))
+MODEL_RUNS = Counter("aurum_model_runs_total", "Images that went through the models (not from cache)")
+CACHE = Counter("aurum_cache_requests_total", "Result-cache lookups", ["side", "result"])
+RETRIES = Counter("aurum_retries_total", "Retries of retryable failures", ["task"])
+FALLBACKS = Counter("aurum_fallbacks_total", "Jobs handed to the degraded fallback", ["task"])
+DEAD_LETTERS = Counter("aurum_dead_letters_total", "Jobs failed as POISON_MESSAGE")
+MODEL_LOAD_SECONDS = Histogram("aurum_model_load_seconds", "Loading and warming a child's models",
+                               buckets=(0.1, 0.25, 0.5, 1, 2, 4, 8, 16))
+
+
+def observe_result(result: dict[str, Any]) -> None:
+    """Stage times and face count of one computed result."""
+    for stage, ms in result.get("timings_ms", {}).items():
+        if stage != "total":
+            STAGE_SECONDS.labels(stage).observe(ms / 1000)
+    FACES.observe(len(result.get("faces", [])))
+    MODEL_RUNS.inc()
