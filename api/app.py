@@ -35,7 +35,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         from sentry_sdk.integrations.flask import FlaskIntegration
 
         init_sentry(settings.sentry_dsn, [FlaskIntegration()], settings.sentry_environment)
-    app = Flask(__name__)
+    app = Flask(__name__, static_folder="static", static_url_path="/static")
     app.config.update(
         MAX_CONTENT_LENGTH=settings.max_request_bytes,  # werkzeug refuses larger bodies before reading
         API_TITLE="Aurum", API_VERSION=__version__, OPENAPI_VERSION="3.0.3",
@@ -61,6 +61,12 @@ def create_app(settings: Settings | None = None) -> Flask:
     security.register(app, settings.cors_origins)
 
     _serve_swagger_assets(app)
+
+    @app.route("/")
+    def demo_page():
+        """The demo page: plain static files that use the public API."""
+        return app.send_static_file("index.html")
+
     return app
 
 

@@ -11,13 +11,25 @@ DOCS_CSP = ("default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 's
             "img-src 'self' data:; frame-ancestors 'none'")
 
 
+PAGE_CSP = ("default-src 'self'; img-src 'self' blob: data:; script-src 'self'; style-src 'self'; "
+            "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
+
+
+def _csp() -> str:
+    if request.path.startswith("/docs"):
+        return DOCS_CSP
+    if request.path == "/" or request.path.startswith("/static/"):
+        return PAGE_CSP
+    return API_CSP
+
+
 def secure_headers(response: Response) -> Response:
     h = response.headers
     h.setdefault("X-Content-Type-Options", "nosniff")
     h.setdefault("X-Frame-Options", "DENY")
     h.setdefault("Referrer-Policy", "no-referrer")
     h.setdefault("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
-    h.setdefault("Content-Security-Policy", DOCS_CSP if request.path.startswith("/docs") else API_CSP)
+    h.setdefault("Content-Security-Policy", _csp())
     if request.path.startswith("/api/"):
         h.setdefault("Cache-Control", "no-store")  # results are biometric derivatives
     return response

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -187,6 +188,66 @@ def cmd_cache(args: argparse.Namespace) -> int:
     return 0
 
 
+def _client(args: argparse.Namespace):
+    from .client import AurumClient
+
+    return AurumClient(args.url, api_key=args.key or os.environ.get("AURUM_API_KEY"), fallback=args.fallback,
+                       retries=args.retries)
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .client import ServiceError
+
+    client = _client(args)
+    options = {"max_faces": args.max_faces, "return_embedding": args.embedding or None}
+    options = {k: v for k, v in options.items() if v is not None}
+    failures = 0
+    if args.batch and len(args.images) > 1:
+        bar = tqdm(total=len(args.images), unit="img", desc="batch", file=sys.stderr, disable=args.no_progress)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(done - bar.n)
+
+        try:
+            outcomes = client.score_batch(args.images, wait=args.wait or 120, progress=progress, **options)
+        except (ServiceError, OSError) as exc:
+            bar.close()
+            print(f"error: {getattr(exc, 'code', type(exc).__name__)}: {exc}", file=sys.stderr)
+            return 1
+        bar.close()
+        for path, outcome in zip(args.images, outcomes):
+            doc = {"path": path, **(outcome.raw if hasattr(outcome, "raw") else {"error": {"code": outcome.code,
+                                                                                         "message": outcome.message}})}
+            failures += "error" in doc
+            print(json.dumps(doc))
+        return 1 if failures else 0
+    for path in tqdm(args.images, unit="img", file=sys.stderr, disable=args.no_progress or len(args.images) == 1):
+        try:
+            if args.wait:
+                result = client.score(path, wait=args.wait, **options)
+                print(json.dumps({"path": path, "job_id": result.job_id, **result.raw}))
+            else:
+                print(json.dumps({"path": path, "job_id": client.submit(path, **options)}))
+        except (ServiceError, errors.AurumError, OSError) as exc:
+            failures += 1
+            code = getattr(exc, "code", type(exc).__name__)
+            print(json.dumps({"path": path, "error": {"code": code, "message": str(exc)}}))
+    return 1 if failures else 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from .client import ServiceError
+
+    try:
+        print(json.dumps(_client(args).get(args.job_id)))
+    except ServiceError as exc:
+        print(f"error: {exc.code}: {exc.message}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     current = Settings.from_env()
     for env, default, doc in Settings.describe():
@@ -234,6 +295,29 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("cache", help="manage the result cache")
     p.add_argument("action", choices=["clear"])
     p.set_defaults(func=cmd_cache)
+
+    def service_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--url", default=os.environ.get("AURUM_URL", "http://127.0.0.1:8000"),
+                       help="service address (default: AURUM_URL or http://127.0.0.1:8000)")
+        p.add_argument("--key", help="API key (default: AURUM_API_KEY)")
+        p.add_argument("--retries", type=int, default=4)
+        p.add_argument("--fallback", action="store_true",
+                       help="score locally (real models, marked degraded) when the service is down")
+
+    p = sub.add_parser("submit", help="send photos to the service")
+    p.add_argument("images", nargs="+", metavar="IMG")
+    p.add_argument("--wait", type=float, default=0, metavar="SECONDS", help="wait for the results")
+    p.add_argument("--batch", action="store_true", help="send all images as one batch job")
+    p.add_argument("--embedding", action="store_true")
+    p.add_argument("--max-faces", type=int, default=None, metavar="N")
+    p.add_argument("--no-progress", action="store_true")
+    service_options(p)
+    p.set_defaults(func=cmd_submit)
+
+    p = sub.add_parser("status", help="a job's status and result")
+    p.add_argument("job_id")
+    service_options(p)
+    p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("config", help="print every setting, its value and its documentation")
     p.set_defaults(func=cmd_config)
