@@ -104,3 +104,32 @@ def test_page_is_labelled_and_keyboard_reachable(page) -> None:
         reached.add(page.evaluate("document.activeElement.id"))
         page.keyboard.press("Tab")
     assert {"api-key", "photos", "show-landmarks"} <= reached
+
+
+FIREFOX = os.environ.get("AURUM_FIREFOX", "/usr/bin/firefox-esr")
+FIREFOX_DRIVER = ROOT / "tests/firefox"
+
+
+def test_the_page_works_in_firefox_too(stack, tmp_path) -> None:
+    """Firefox ESR (Debian) through WebDriver BiDi with puppeteer-core (tests/firefox, npm ci)."""
+    import json
+    import subprocess
+
+    assert Path(FIREFOX).exists(), f"{FIREFOX} is missing: apt-get install firefox-esr (.ci/run does)"
+    assert (FIREFOX_DRIVER / "node_modules/puppeteer-core").is_dir(), "run: npm ci --prefix tests/firefox"
+    notes = tmp_path / "notes.jpg"
+    notes.write_text("not pixels")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    out = subprocess.run(["node", "check.mjs", stack.base + "/", stack.http.headers["X-API-Key"],
+                          str(ARTIFACTS / "demo-firefox.png"), str(PHOTOS / "astronaut.png")],
+                         cwd=FIREFOX_DRIVER, capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "AURUM_FIREFOX": FIREFOX})
+    assert out.returncode == 0, out.stderr[-2000:]
+    cards = json.loads(out.stdout.strip().splitlines()[-1])
+    assert cards == [{"state": "done: 1 face(s)", "error": None, "faces": 1, "canvas": [512, 512]}]
+    out = subprocess.run(["node", "check.mjs", stack.base + "/", stack.http.headers["X-API-Key"],
+                          str(ARTIFACTS / "demo-firefox-error.png"), str(notes)],
+                         cwd=FIREFOX_DRIVER, capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "AURUM_FIREFOX": FIREFOX})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1])[0]["error"] == "UNSUPPORTED_FORMAT"
