@@ -5,7 +5,7 @@ with documented defaults); ``CELERY_BROKER_URL`` / ``CELERY_RESULT_BACKEND`` ove
 import os
 
 from aurum.config import Settings
-from workers.backend import backend_url
+from workers.backend import SEALED, backend_url  # noqa: F401 - registers the sealed serializer
 
 _s = Settings.from_env()
 
@@ -15,8 +15,10 @@ result_backend = backend_url(os.environ.get("CELERY_RESULT_BACKEND", _s.redis_ur
 
 # JSON by default (measured: msgpack is no faster end to end, see bench/queue.py); never pickle.
 task_serializer = _s.serializer
-result_serializer = _s.serializer
+# Results are JSON sealed with AES-GCM (workers/backend.py); messages carry only keys and options.
+result_serializer = "aurum-sealed"
 accept_content = ["json", "msgpack"] if _s.serializer == "msgpack" else ["json"]
+result_accept_content = ["aurum-sealed"]
 
 # A job that was accepted must end in a result or a clear failure: acknowledge only when done,
 # and re-queue when the worker process dies mid-job (a delivery counter stops poison images).

@@ -12,7 +12,7 @@ import hashlib
 import hmac
 import json
 import time
-import uuid
+import secrets
 from typing import Any
 
 import redis
@@ -21,6 +21,7 @@ from celery.exceptions import TimeLimitExceeded, WorkerLostError
 
 from aurum.config import Settings
 from aurum.schemas import ScoreOptions
+from aurum.sealing import sealer
 from aurum import logs
 from aurum.cache import ResultCache, cache_key
 from workers.imagestore import ImageStore
@@ -49,7 +50,7 @@ class Jobs:
     def submit(self, images: list[bytes], options: ScoreOptions, batch: bool, owner: str) -> str:
         """Accept a job: from cache, attached to an identical job in flight, or enqueued. Only
         then does the caller get its job id."""
-        job_id = uuid.uuid4().hex  # 122 random bits: not guessable
+        job_id = secrets.token_hex(16)  # 128 random bits: not guessable
         record: dict[str, Any] = {"kind": "batch" if batch else "single", "total": len(images),
                                   "created_at": time.time(), "owner": owner, "images": []}
         plain = {k: v for k, v in vars(options).items() if v is not None}
@@ -85,7 +86,8 @@ class Jobs:
         return job_id
 
     def _save(self, job_id: str, record: dict[str, Any]) -> None:
-        self.redis.set(JOB_PREFIX + job_id, json.dumps(record), ex=self.settings.result_ttl)
+        key = JOB_PREFIX + job_id
+        self.redis.set(key, sealer().seal(json.dumps(record).encode(), key.encode()), ex=self.settings.result_ttl)
 
     def _cleanup(self, job_id: str, keys: list[str]) -> None:
         try:
@@ -97,8 +99,9 @@ class Jobs:
     # --- read ---------------------------------------------------------------------------------
     def record(self, job_id: str, owner: str) -> dict[str, Any]:
         """The job's record; another key's job is 404 too, so that ids leak nothing."""
-        raw = self.redis.get(JOB_PREFIX + job_id) if _valid_id(job_id) else None
-        record = json.loads(raw) if raw is not None else None
+        key = JOB_PREFIX + job_id
+        raw = self.redis.get(key) if _valid_id(job_id) else None
+        record = json.loads(sealer().unseal(raw, key.encode())) if raw is not None else None
         if record is None or not hmac.compare_digest(record["owner"], owner):
             raise JobNotFound()
         return record

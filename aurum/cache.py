@@ -21,6 +21,7 @@ from cachetools import TTLCache
 
 from .config import Settings
 from .schemas import ScoreOptions
+from .sealing import sealer
 
 PREFIX = "aurum:cache:"
 INFLIGHT = "aurum:inflight:"
@@ -64,13 +65,13 @@ class ResultCache:
         raw = self.redis.get(PREFIX + key)
         if raw is None:
             return None
-        doc = json.loads(raw)
+        doc = json.loads(sealer().unseal(raw, (PREFIX + key).encode()))
         with self._lock:
             self._l1[key] = doc
         return doc
 
     def put(self, key: str, doc: dict[str, Any]) -> None:
-        self.redis.set(PREFIX + key, json.dumps(doc), ex=self.ttl)
+        self.redis.set(PREFIX + key, sealer().seal(json.dumps(doc).encode(), (PREFIX + key).encode()), ex=self.ttl)
         with self._lock:
             self._l1[key] = doc
 

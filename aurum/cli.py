@@ -248,6 +248,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keygen(args: argparse.Namespace) -> int:
+    from .sealing import new_key
+
+    print(new_key(args.id))
+    return 0
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     current = Settings.from_env()
     for env, default, doc in Settings.describe():
@@ -318,6 +325,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("job_id")
     service_options(p)
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("keygen", help="print a new AURUM_ENCRYPTION_KEYS entry (id:base64key)")
+    p.add_argument("--id", help="key id (default: random)")
+    p.set_defaults(func=cmd_keygen)
 
     p = sub.add_parser("config", help="print every setting, its value and its documentation")
     p.set_defaults(func=cmd_config)

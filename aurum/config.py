@@ -92,6 +92,9 @@ class Settings:
                               "Default per-key request limits (a fixed window and a burst window).")
     batch_image_limit: str = setting("AURUM_BATCH_IMAGE_LIMIT", "1200/minute", "Per-key images submitted in batches.")
     cors_origins: str = setting("AURUM_CORS_ORIGINS", "", "Comma-separated origins allowed by CORS (none by default).")
+    encryption_keys: str = setting("AURUM_ENCRYPTION_KEYS", "",
+                                   "AES-GCM keys sealing what Redis keeps: 'id:base64key,...' (first seals; "
+                                   "`aurum keygen`), or 'off' (local development). Required by the service.")
     sentry_dsn: str = setting("SENTRY_DSN", "", "Sentry DSN; error reporting is on when it is set.")
     sentry_environment: str = setting("SENTRY_ENVIRONMENT", "production", "Sentry environment name.")
     serializer: str = setting("AURUM_SERIALIZER", "json", "Celery message and result serializer: json or msgpack.")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,9 @@ from aurum.config import Settings
 from aurum.pipeline import Pipeline
 
 PHOTOS = Path(__file__).parent / "photos"
+# One test key for the whole run (and the processes the tests start): what Aurum keeps in Redis
+# is sealed with it, as in production.
+os.environ.setdefault("AURUM_ENCRYPTION_KEYS", "test1:" + "dGVzdC1rZXktMzItYnl0ZXMtZm9yLWF1cnVtLXRlc3Q=")
 
 
 def photo_bytes(name: str) -> bytes:

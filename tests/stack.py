@@ -19,16 +19,18 @@ RESULT_TTL = 4
 
 
 class Stack:
-    def __init__(self, workdir: Path, appendonly: bool = False) -> None:
+    def __init__(self, workdir: Path, appendonly: bool = False, result_ttl: int = 3600,
+                 extra_env: dict[str, str] | None = None) -> None:
         self.redis = RedisServer(workdir, appendonly=appendonly).start()
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         bin_dir = Path(sys.executable).parent
         metrics_port = free_port()
         self.worker_metrics = [f"http://127.0.0.1:{metrics_port + i}/metrics" for i in range(2)]  # per child
-        self.env = {**os.environ, "AURUM_REDIS_URL": f"{self.redis.url}/0", "AURUM_RESULT_TTL": str(RESULT_TTL),
+        self.env = {**os.environ, "AURUM_REDIS_URL": f"{self.redis.url}/0", "AURUM_RESULT_TTL": str(result_ttl),
                     "AURUM_WORKER_METRICS_PORT": str(metrics_port), "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}"}
         self.env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        self.env.update(extra_env or {})
         self.workdir = workdir
         created = subprocess.run([sys.executable, "-m", "aurum", "keys", "create", "--name", "e2e"], env=self.env,
                                  capture_output=True, text=True, timeout=30, check=True)

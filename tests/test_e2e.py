@@ -15,7 +15,7 @@ from .stack import RESULT_TTL, Stack
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    s = Stack(tmp_path_factory.mktemp("stack"))
+    s = Stack(tmp_path_factory.mktemp("stack"), result_ttl=RESULT_TTL)
     try:
         s.wait_ready()
         yield s

@@ -1,11 +1,14 @@
 """Uploaded image bytes live in Redis under a random key with a short TTL, never in broker
-messages: the API puts them, the task carries only the key, the worker deletes them when done."""
+messages: the API puts them, the task carries only the key, the worker deletes them when done.
+They are sealed (AES-GCM, :mod:`aurum.sealing`) so that Redis's AOF never holds them in clear."""
 
 from __future__ import annotations
 
 import secrets
 
 import redis
+
+from aurum.sealing import sealer
 
 PREFIX = "aurum:image:"
 
@@ -25,14 +28,14 @@ class ImageStore:
 
     def put(self, data: bytes) -> str:
         key = PREFIX + secrets.token_hex(16)
-        self.redis.set(key, data, ex=self.ttl)
+        self.redis.set(key, sealer().seal(data, key.encode()), ex=self.ttl)
         return key
 
     def get(self, key: str) -> bytes:
-        data = self.redis.get(key)
-        if data is None:
+        blob = self.redis.get(key)
+        if blob is None:
             raise ImageExpired(key)
-        return data
+        return sealer().unseal(blob, key.encode())
 
     def delete(self, *keys: str) -> None:
         if keys:

@@ -1,0 +1,110 @@
+"""Encryption at rest for what Aurum keeps in Redis: AES-256-GCM with keys from configuration.
+
+Image bytes, results (landmarks, embeddings), cached results and job records are sealed before
+they reach Redis, so neither Redis's memory dumps nor its AOF/RDB files hold biometric data in
+the clear, even for keys that were deleted a moment later. The keys never enter Redis.
+
+``AURUM_ENCRYPTION_KEYS`` = ``id1:base64key1,id2:base64key2``: the first key seals, every key
+unseals. Rotation: put a new key first, keep the old one until everything it sealed has expired
+(the longest of AURUM_RESULT_TTL and AURUM_CACHE_TTL), then remove it. ``aurum keygen``
+prints a new key. ``off`` stores plaintext (local development only; a warning says so).
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import secrets
+from dataclasses import dataclass
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from . import errors
+
+log = logging.getLogger(__name__)
+MAGIC = b"AUR\x01"
+OFF = "off"
+
+
+class EncryptionNotConfigured(errors.AurumError):
+    code = "ENCRYPTION_NOT_CONFIGURED"
+    kind = "unavailable"
+    default_message = ("AURUM_ENCRYPTION_KEYS is not set: give one or more 'id:base64key' entries "
+                       "(aurum keygen), or 'off' for local development.")
+
+
+class SealingError(errors.AurumError):
+    code = "ENCRYPTION_ERROR"
+    kind = "internal"
+    default_message = "Stored data could not be decrypted (unknown key or tampered data)."
+
+
+def new_key(key_id: str | None = None) -> str:
+    """A fresh ``id:base64key`` entry for AURUM_ENCRYPTION_KEYS."""
+    return f"{key_id or secrets.token_hex(4)}:{base64.urlsafe_b64encode(AESGCM.generate_key(256)).decode()}"
+
+
+@dataclass(frozen=True)
+class Sealer:
+    keys: tuple[tuple[bytes, AESGCM], ...]  # (id, cipher); the first one seals
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.keys)
+
+    def seal(self, data: bytes, context: bytes = b"") -> bytes:
+        """``context`` (e.g. the Redis key) is authenticated: a blob moved elsewhere won't open."""
+        if not self.keys:
+            return data
+        key_id, cipher = self.keys[0]
+        nonce = os.urandom(12)
+        return MAGIC + bytes([len(key_id)]) + key_id + nonce + cipher.encrypt(nonce, data, context)
+
+    def unseal(self, blob: bytes, context: bytes = b"") -> bytes:
+        if not blob.startswith(MAGIC):
+            if self.keys:
+                raise SealingError("Stored data is not sealed although encryption is on.")
+            return blob
+        n = blob[len(MAGIC)]
+        start = len(MAGIC) + 1
+        key_id, nonce, body = blob[start:start + n], blob[start + n:start + n + 12], blob[start + n + 12:]
+        for kid, cipher in self.keys:
+            if kid == key_id:
+                try:
+                    return cipher.decrypt(nonce, body, context)
+                except Exception:
+                    raise SealingError() from None
+        raise SealingError(f"Stored data was sealed with key {key_id.decode(errors='replace')!r}, "
+                           "which is not configured.")
+
+
+def parse_keys(spec: str) -> Sealer:
+    spec = spec.strip()
+    if spec.lower() == OFF:
+        return Sealer(())
+    if not spec:
+        raise EncryptionNotConfigured()
+    keys = []
+    for entry in spec.split(","):
+        key_id, _, b64 = entry.strip().partition(":")
+        raw = base64.urlsafe_b64decode(b64 + "=" * (-len(b64) % 4)) if b64 else b""
+        if not key_id or len(key_id) > 32 or len(raw) != 32:
+            raise ValueError(f"AURUM_ENCRYPTION_KEYS: {entry.strip()[:12]}... is not 'id:base64 of 32 bytes'")
+        keys.append((key_id.encode(), AESGCM(raw)))
+    return Sealer(tuple(keys))
+
+
+_cached: tuple[str, Sealer] | None = None
+
+
+def sealer() -> Sealer:
+    """The process's sealer, from AURUM_ENCRYPTION_KEYS (re-read when the variable changes)."""
+    global _cached
+    spec = os.environ.get("AURUM_ENCRYPTION_KEYS", "")
+    if _cached is None or _cached[0] != spec:
+        result = parse_keys(spec)
+        if not result.enabled:
+            log.warning("AURUM_ENCRYPTION_KEYS=off: images and results are stored in Redis unencrypted")
+        _cached = (spec, result)
+    return _cached[1]
