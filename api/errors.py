@@ -90,7 +90,11 @@ def register(app: Flask) -> None:
         message = exc.description or exc.name
         if status == 413:
             message = f"The request body exceeds {app.config['MAX_CONTENT_LENGTH']} bytes."
-        return error_response(code, message, status)
+        response = error_response(code, message, status)
+        for name, value in exc.get_headers():  # e.g. Allow on 405, Retry-After on 429
+            if name.lower() not in ("content-type", "content-length"):
+                response.headers[name] = value
+        return response
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception):

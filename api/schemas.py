@@ -35,15 +35,19 @@ class JobStatusSchema(Schema):
 
 class ModelInfoSchema(Schema):
     name = fields.String()
+    task = fields.String(allow_none=True)
+    file = fields.String()
+    licence = fields.String(allow_none=True)
     version = fields.String()
     sha256 = fields.String()
-    provider = fields.String()
-    load_ms = fields.Float()
+    provider = fields.String(allow_none=True)
+    load_ms = fields.Float(allow_none=True)
 
 
 class WorkerModelsSchema(Schema):
     hostname = fields.String()
     child = fields.Integer()
+    pid = fields.Integer()
     device = fields.String()
     loaded_at = fields.Float()
     models = fields.List(fields.Nested(ModelInfoSchema))

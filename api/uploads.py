@@ -93,5 +93,6 @@ def _check_count(count: int, limit: int) -> None:
 
 
 def _options(source: Any) -> dict[str, Any]:
-    """Scoring options and ``wait``, from form fields or JSON members."""
-    return {k: source[k] for k in (*OPTION_FIELDS, "wait") if k in source}
+    """Scoring options and ``wait``, from form fields or JSON members; an empty form field
+    counts as not given (what an HTML form sends for an untouched input)."""
+    return {k: source[k] for k in (*OPTION_FIELDS, "wait") if k in source and source[k] != ""}

@@ -20,7 +20,15 @@ from ..schemas import JobAcceptedSchema, JobStatusSchema, WorkerModelsSchema
 blp = Blueprint("ml", __name__, url_prefix="/api/ml", description="Face scoring jobs")
 limiter.limit(key_rate)(blp)  # every scoring endpoint counts against the caller's key
 
-OPTIONS_DOC = {name: {"type": "string"} for name in uploads.OPTION_FIELDS}
+OPTIONS_DOC = {  # the same constraints as aurum.schemas.ScoreOptionsSchema
+    "max_faces": {"type": "integer", "minimum": 1, "maximum": 100},
+    "min_face_size": {"type": "integer", "minimum": 0, "maximum": 10000},
+    "detection_threshold": {"type": "number", "minimum": 0.05, "maximum": 0.99},
+    "return_landmarks": {"type": "boolean"},
+    "return_embedding": {"type": "boolean"},
+    "quality_gate": {"type": "boolean"},
+}
+assert set(OPTIONS_DOC) == set(uploads.OPTION_FIELDS)
 WAIT_PARAM = {"in": "query", "name": "wait", "schema": {"type": "integer", "minimum": 0, "maximum": 30},
               "description": "Seconds to wait for the result; 200 with it if ready in time, else 202."}
 
@@ -95,9 +103,11 @@ def score():
 @blp.route("/score/batch", methods=["POST"])
 @blp.doc(parameters=[WAIT_PARAM], requestBody={"required": True, "content": {
     "multipart/form-data": {"schema": {"type": "object", "required": ["images"], "properties": {
-        "images": {"type": "array", "items": {"type": "string", "format": "binary"}}, **OPTIONS_DOC}}},
+        "images": {"type": "array", "minItems": 1, "items": {"type": "string", "format": "binary"}},
+        **OPTIONS_DOC}}},
     "application/json": {"schema": {"type": "object", "required": ["images"], "properties": {
-        "images": {"type": "array", "items": {"type": "string"}}, **OPTIONS_DOC}}}}})
+        "images": {"type": "array", "minItems": 1, "items": {"type": "string", "format": "byte"}},
+        **OPTIONS_DOC}}}}})
 @blp.alt_response(202, schema=JobAcceptedSchema, description="Accepted: poll status_url for progress")
 @blp.alt_response(400, schema=ErrorSchema, description="Bad request, or an image failed its checks")
 @blp.alt_response(429, schema=ErrorSchema, description="Rate limited (Retry-After)")
