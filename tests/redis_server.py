@@ -18,14 +18,15 @@ def free_port() -> int:
 
 
 class RedisServer:
-    def __init__(self, workdir: Path, appendonly: bool = False) -> None:
+    def __init__(self, workdir: Path, appendonly: bool = False, fsync: str = "everysec") -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
         self.port = free_port()
         self.dir = workdir
         self.args = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(workdir),
-                     "--save", "", "--appendonly", "yes" if appendonly else "no", "--daemonize", "no",
+                     "--save", "", "--appendonly", "yes" if appendonly else "no", "--appendfsync", fsync,
+                     "--daemonize", "no",
                      "--logfile", str(workdir / "redis.log")]
         self.proc: subprocess.Popen | None = None
 
@@ -44,6 +45,12 @@ class RedisServer:
             except redis.ConnectionError:
                 time.sleep(0.05)
         raise RuntimeError("redis-server did not start")
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash: only what the AOF has fsynced survives."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -20,8 +21,8 @@ RESULT_TTL = 4
 
 class Stack:
     def __init__(self, workdir: Path, appendonly: bool = False, result_ttl: int = 3600,
-                 extra_env: dict[str, str] | None = None) -> None:
-        self.redis = RedisServer(workdir, appendonly=appendonly).start()
+                 extra_env: dict[str, str] | None = None, fsync: str = "everysec") -> None:
+        self.redis = RedisServer(workdir, appendonly=appendonly, fsync=fsync).start()
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         bin_dir = Path(sys.executable).parent
@@ -37,9 +38,37 @@ class Stack:
         self.http = requests.Session()
         self.http.headers["X-API-Key"] = created.stdout.strip()
         commands = procfile({"PORT": str(self.port), "AURUM_BIND": "127.0.0.1", "WEB_CONCURRENCY": "2"})
-        self.logs = [open(workdir / f"{name}.log", "w") for name in ("web", "worker")]
+        self.commands = commands
+        self.logs = [open(workdir / f"{name}.log", "a") for name in ("web", "worker")]
         self.procs = [subprocess.Popen(commands[name], cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
                       for name, log in zip(("web", "worker"), self.logs)]
+
+        self.worker_restarts = 0
+        self._stopping = threading.Event()
+        self._supervisor = threading.Thread(target=self._supervise, daemon=True)
+        self._supervisor.start()
+
+    def _supervise(self) -> None:
+        """What compose's `restart: unless-stopped` does: a worker that exits is started again
+        (Celery's worker can exit on a Redis outage; see RELIABILITY.md)."""
+        while not self._stopping.wait(0.5):
+            if self.procs[1].poll() is not None and not self._stopping.is_set():
+                self.restart_worker()
+                self.worker_restarts += 1
+
+    @property
+    def worker(self) -> subprocess.Popen:
+        return self.procs[1]
+
+    def worker_children(self) -> list[int]:
+        out = subprocess.run(["pgrep", "-P", str(self.worker.pid)], capture_output=True, text=True)
+        return [int(p) for p in out.stdout.split()]
+
+    def restart_worker(self) -> None:
+        """Start the worker again (after it was killed), from the same Procfile command."""
+        self.worker.wait()
+        self.procs[1] = subprocess.Popen(self.commands["worker"], cwd=ROOT, env=self.env, stdout=self.logs[1],
+                                         stderr=subprocess.STDOUT)
 
     def wait_ready(self, timeout: float = 90) -> None:
         deadline = time.monotonic() + timeout
@@ -54,6 +83,8 @@ class Stack:
         raise AssertionError("the stack did not become ready")
 
     def stop(self) -> None:
+        self._stopping.set()
+        self._supervisor.join()
         for proc in self.procs:
             proc.terminate()
         for proc in self.procs:

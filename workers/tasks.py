@@ -23,7 +23,7 @@ from aurum import errors, fallback
 from aurum.config import Settings
 from aurum.schemas import load_options
 
-from . import metrics, runtime
+from . import chaos, metrics, runtime
 from .app import app
 from aurum.cache import cache_key
 from .imagestore import ImageExpired
@@ -247,6 +247,7 @@ def _score_or_recall(key: str, data: bytes, opts) -> dict[str, Any]:
         if "error" in hit:
             raise JobFailed(hit["error"]["code"], hit["error"]["message"], hit["error"].get("details"))
         return hit
+    chaos.inject(data)  # tests only (AURUM_CHAOS); nothing happens otherwise
     try:
         result = {**runtime.pipeline().score(data, opts), "cached": False}
     except errors.AurumError as exc:

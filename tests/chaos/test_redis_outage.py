@@ -1,0 +1,81 @@
+"""Redis crashes (SIGKILL) in the middle of a run and comes back on its AOF (appendfsync always):
+the API answers 503 within a second while it is down, recovers without a restart, and every job
+that got a 202 ends."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import requests
+
+from ..stack import Stack
+from ..test_cache import unique_photo
+from .common import record, settle, submit
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    s = Stack(tmp_path_factory.mktemp("outage"), appendonly=True, fsync="always")
+    try:
+        s.wait_ready()
+        yield s
+    finally:
+        s.stop()
+
+
+def test_redis_crash_and_restart(stack) -> None:
+    accepted: list[str] = []
+    statuses: dict[int, int] = {}
+    slowest_503 = 0.0
+    stop = threading.Event()
+    lock = threading.Lock()
+
+    def client(offset: int) -> None:
+        nonlocal slowest_503
+        i = 0
+        while not stop.is_set():
+            start = time.monotonic()
+            try:
+                response = submit(stack, unique_photo(20_000 + offset * 1000 + i), timeout=5)
+                code = response.status_code
+            except requests.RequestException:
+                code = -1
+            elapsed = time.monotonic() - start
+            with lock:
+                statuses[code] = statuses.get(code, 0) + 1
+                if code == 202:
+                    accepted.append(response.json()["job_id"])
+                elif code == 503:
+                    slowest_503 = max(slowest_503, elapsed)
+            i += 1
+            time.sleep(0.05)
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(3)]
+    for t in threads:
+        t.start()
+    time.sleep(2.0)
+    stack.redis.kill()              # a crash, not a clean shutdown
+    time.sleep(3.0)                 # down for three seconds
+    stack.redis.start()             # back, with what the AOF kept
+    time.sleep(4.0)                 # the API must accept again without being restarted
+    stop.set()
+    for t in threads:
+        t.join()
+    accepted_after = statuses.get(202, 0)
+    done = settle(stack, accepted, deadline_s=150)
+    lost = [j for j in accepted if j not in done]
+    outcomes = {}
+    for doc in done.values():
+        key = "succeeded" if doc["status"] == "succeeded" else doc["error"]["code"]
+        outcomes[key] = outcomes.get(key, 0) + 1
+    record("redis-outage", {"responses": {str(k): v for k, v in sorted(statuses.items())},
+                            "accepted": len(accepted), "lost": len(lost), "outcomes": outcomes,
+                            "slowest_503_s": round(slowest_503, 3), "worker_restarts": stack.worker_restarts})
+    assert statuses.get(503, 0) > 0, "the outage was not seen"
+    assert set(statuses) <= {202, 503}, statuses  # no 500, no hang (-1)
+    assert slowest_503 < 1.0
+    assert accepted_after > 20
+    assert lost == [], f"{len(lost)} accepted jobs never ended"
+    assert set(outcomes) == {"succeeded"}
