@@ -56,7 +56,11 @@ def flower_metric_names(redis_url: str) -> set[str]:
         text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
     finally:
         proc.terminate()
-        proc.wait(10)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
     return {base_name(line.split()[2]) for line in text.splitlines() if line.startswith("# TYPE ")}
 
 
