@@ -22,6 +22,7 @@ RESULT_TTL = 4
 class Stack:
     def __init__(self, workdir: Path, appendonly: bool = False, result_ttl: int = 3600,
                  extra_env: dict[str, str] | None = None, fsync: str = "everysec") -> None:
+        workdir.mkdir(parents=True, exist_ok=True)
         self.redis = RedisServer(workdir, appendonly=appendonly, fsync=fsync).start()
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"

@@ -1,0 +1,239 @@
+"""End-to-end load benchmark: the real service (gunicorn + a prefork celery worker + our own
+redis-server, from the Procfile) under offered load, against the in-process pipeline measured
+in the same run.
+
+    python3 bench/load.py [--seconds 8] [--json bench/results/load.json] [--plot bench/results/load.png]
+
+Phases (loopback only, each bounded by --seconds):
+- ceiling: the in-process pipeline, 2 processes (bench/pipeline.py), unique selfies;
+- single jobs at fixed offered rates (fractions of the ceiling), open loop, sync ``?wait=``:
+  achieved throughput and latency p50/p95/p99;
+- saturation: closed loop, 16 clients;
+- batches of 8 and 32 images; cache hits (the same photo again and again);
+- CPU seconds per job split between the API (gunicorn), the broker (redis-server) and the worker
+  (celery), and worker-child RSS.
+The load generator shares the two cores with the service: figures are a floor, compare ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import httpx  # noqa: E402
+
+from aurum.sealing import new_key  # noqa: E402
+from pipeline import selfies, two_processes  # noqa: E402
+
+os.environ.setdefault("AURUM_ENCRYPTION_KEYS", new_key("bench"))
+from tests.stack import Stack  # noqa: E402
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime + stime
+        except (FileNotFoundError, IndexError):
+            pass
+    return total / TICKS
+
+
+def tree(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    return [pid] + [p for child in out for p in tree(int(child))]
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def percentiles(latencies: list[float]) -> dict[str, float]:
+    if not latencies:
+        return {"p50_ms": None, "p95_ms": None, "p99_ms": None}
+    q = statistics.quantiles(latencies, n=100, method="inclusive") if len(latencies) > 1 else latencies * 99
+    return {"p50_ms": round(q[49], 1), "p95_ms": round(q[94], 1), "p99_ms": round(q[98], 1)}
+
+
+class Bench:
+    def __init__(self, stack: Stack, images: list[bytes]) -> None:
+        self.stack = stack
+        self.images = images
+        self.next = 0
+        self.headers = {"X-API-Key": stack.http.headers["X-API-Key"]}
+
+    def image(self) -> bytes:
+        self.next += 1
+        return self.images[self.next % len(self.images)]
+
+    def pids(self) -> dict[str, list[int]]:
+        web, worker = self.stack.procs
+        return {"api": tree(web.pid), "broker": [self.stack.redis.proc.pid], "worker": tree(worker.pid)}
+
+    async def one(self, client: httpx.AsyncClient, data: bytes, path: str = "/api/ml/score", files=None) -> tuple[int, float]:
+        start = time.perf_counter()
+        try:
+            response = await client.post(path, params={"wait": 20}, files=files or {"image": ("p.jpg", data)})
+        except httpx.HTTPError as exc:  # counted, not fatal: overload shows up as errors and latency
+            return f"error:{type(exc).__name__}", (time.perf_counter() - start) * 1000
+        return response.status_code, (time.perf_counter() - start) * 1000
+
+    async def open_loop(self, rate: float, seconds: float) -> dict:
+        """Offered load: a request every 1/rate seconds, whatever the answers do."""
+        latencies, codes, tasks = [], {}, []
+        async with httpx.AsyncClient(base_url=self.stack.base, headers=self.headers, timeout=30,
+                                     limits=httpx.Limits(max_connections=256)) as client:
+            start = time.perf_counter()
+            n = int(rate * seconds)
+            for i in range(n):
+                delay = start + i / rate - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                tasks.append(asyncio.create_task(self.one(client, self.image())))
+            for code, ms in await asyncio.gather(*tasks):
+                codes[code] = codes.get(code, 0) + 1
+                if code == 200:
+                    latencies.append(ms)
+            elapsed = time.perf_counter() - start
+        return {"offered_per_s": rate, "achieved_per_s": round(len(latencies) / elapsed, 1), "requests": n,
+                "codes": codes, **percentiles(latencies)}
+
+    async def closed_loop(self, clients: int, seconds: float, same_image: bytes | None = None,
+                          batch: int = 0) -> dict:
+        latencies, codes = [], {}
+        deadline = time.perf_counter() + seconds
+
+        async def run(client: httpx.AsyncClient) -> None:
+            while time.perf_counter() < deadline:
+                if batch:
+                    files = [("images", (f"{i}.jpg", self.image())) for i in range(batch)]
+                    code, ms = await self.one(client, b"", "/api/ml/score/batch", files=files)
+                else:
+                    code, ms = await self.one(client, same_image or self.image())
+                codes[code] = codes.get(code, 0) + 1
+                if code == 200:
+                    latencies.append(ms)
+
+        before = {k: cpu_seconds(v) for k, v in self.pids().items()}
+        start = time.perf_counter()
+        async with httpx.AsyncClient(base_url=self.stack.base, headers=self.headers, timeout=60,
+                                     limits=httpx.Limits(max_connections=clients)) as client:
+            await asyncio.gather(*(run(client) for _ in range(clients)))
+        elapsed = time.perf_counter() - start
+        after = {k: cpu_seconds(v) for k, v in self.pids().items()}
+        done = len(latencies) * (batch or 1)
+        return {"clients": clients, "batch": batch, "images_per_s": round(done / elapsed, 1),
+                "requests_per_s": round(len(latencies) / elapsed, 1), "codes": codes, **percentiles(latencies),
+                "cpu_ms_per_image": {k: round((after[k] - before[k]) * 1000 / max(done, 1), 2) for k in after}}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--rates", default="0.2,0.4,0.5,0.6,0.8", help="fractions of the in-process ceiling")
+    parser.add_argument("--json", default=None)
+    parser.add_argument("--plot", default=None)
+    args = parser.parse_args()
+
+    images = selfies(1500)
+    ceiling = two_processes(images[:48], embedding=False, rounds=2)
+    print(f"in-process pipeline, 2 processes (the ceiling): {ceiling:.1f} images/s")
+    report: dict = {"ceiling_images_per_s": round(ceiling, 1), "seconds_per_phase": args.seconds}
+    unlimited = {"AURUM_RATE_LIMIT": "1000000/minute;100000/second", "AURUM_BATCH_IMAGE_LIMIT": "1000000/minute",
+                 "AURUM_LOG_LEVEL": "WARNING"}
+    with tempfile.TemporaryDirectory() as tmp:
+        # cache off: the photos repeat after len(images), and every job must run the models
+        stack = Stack(Path(tmp) / "nocache", extra_env={**unlimited, "AURUM_CACHE_TTL": "0"})
+        try:
+            stack.wait_ready()
+            bench = Bench(stack, images)
+            asyncio.run(bench.closed_loop(8, 2.0))  # warm-up
+            report["offered"] = []
+            for fraction in [float(f) for f in args.rates.split(",")]:
+                row = asyncio.run(bench.open_loop(fraction * ceiling, args.seconds))
+                row["fraction_of_ceiling"] = fraction
+                report["offered"].append(row)
+                print(f"offered {row['offered_per_s']:6.1f}/s -> {row['achieved_per_s']:6.1f}/s  "
+                      f"p50 {row['p50_ms']} p95 {row['p95_ms']} p99 {row['p99_ms']} ms  codes {row['codes']}")
+            sat = asyncio.run(bench.closed_loop(16, args.seconds))
+            report["saturation"] = sat
+            print(f"saturation (16 clients): {sat['images_per_s']}/s, ratio to in-process "
+                  f"{sat['images_per_s'] / ceiling:.2f}, p99 {sat['p99_ms']} ms, CPU ms/image {sat['cpu_ms_per_image']}")
+            report["ratio_end_to_end_to_in_process"] = round(sat["images_per_s"] / ceiling, 3)
+            report["batches"] = []
+            for size in (8, 32):
+                row = asyncio.run(bench.closed_loop(2, args.seconds, batch=size))
+                report["batches"].append(row)
+                print(f"batch {size:2d}: {row['images_per_s']}/s images, p50 {row['p50_ms']} ms per batch, "
+                      f"CPU ms/image {row['cpu_ms_per_image']}")
+            report["worker_child_rss_mb"] = [round(rss_mb(p), 1) for p in stack.worker_children()]
+            print(f"worker child RSS: {report['worker_child_rss_mb']} MB")
+        finally:
+            stack.stop()
+        cached = Stack(Path(tmp) / "cache", extra_env=unlimited)  # cache on (the default)
+        try:
+            cached.wait_ready()
+            bench = Bench(cached, images)
+            asyncio.run(bench.closed_loop(1, 1.0, same_image=images[0]))  # computed once, then cached
+            hit = asyncio.run(bench.closed_loop(16, args.seconds, same_image=images[0]))
+            report["cache_hits"] = hit
+            print(f"cache hits (16 clients): {hit['requests_per_s']}/s, p99 {hit['p99_ms']} ms, "
+                  f"CPU ms/request {hit['cpu_ms_per_image']}")
+        finally:
+            cached.stop()
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+    if args.plot:
+        plot(report, Path(args.plot))
+    return 0
+
+
+def plot(report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = report["offered"]
+    offered = [r["offered_per_s"] for r in rows]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    a.plot(offered, [r["achieved_per_s"] for r in rows], "o-", label="achieved")
+    a.plot(offered, offered, ":", color="grey", label="offered")
+    a.axhline(report["ceiling_images_per_s"], color="red", ls="--", label="in-process ceiling")
+    a.set_xlabel("offered load (jobs/s)")
+    a.set_ylabel("throughput (jobs/s)")
+    a.legend()
+    for key in ("p50_ms", "p95_ms", "p99_ms"):
+        b.plot(offered, [r[key] for r in rows], "o-", label=key.replace("_ms", ""))
+    b.axhline(200, color="red", ls="--", label="200 ms")
+    b.set_xlabel("offered load (jobs/s)")
+    b.set_ylabel("latency with ?wait= (ms)")
+    b.set_yscale("log")
+    b.legend()
+    fig.suptitle("Aurum end to end, 2-core machine (load generator on the same cores)")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
