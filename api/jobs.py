@@ -28,7 +28,7 @@ from workers.imagestore import ImageStore
 from workers.tasks import JobFailed, score_batch, score_image
 
 from .errors import JobNotFound, ServiceUnavailable
-from .observability import API_CACHE, SUBMISSIONS
+from .observability import API_CACHE, REQUEUES, SUBMISSIONS
 
 JOB_PREFIX = "aurum:job:"
 STATUS = {states.PENDING: "queued", states.RECEIVED: "queued", states.RETRY: "queued",
@@ -54,6 +54,7 @@ class Jobs:
         record: dict[str, Any] = {"kind": "batch" if batch else "single", "total": len(images),
                                   "created_at": time.time(), "owner": owner, "images": []}
         plain = {k: v for k, v in vars(options).items() if v is not None}
+        record["options"] = plain  # to publish the job again if its message is lost
         if not batch and self.cache is not None:
             key = cache_key(hashlib.sha256(images[0]).hexdigest(), self.versions, options, self.settings)
             record["cache_key"] = key  # a delete evicts the cached result too
@@ -74,16 +75,46 @@ class Jobs:
             for data in images:
                 record["images"].append(self.images.put(data))
             self._save(job_id, record)
-            headers = {"aurum_submitted_at": time.time(), "aurum_request_id": logs.request_id.get()}
-            if batch:
-                score_batch.apply_async(args=(record["images"], plain), task_id=job_id, headers=headers)
-            else:
-                score_image.apply_async(args=(record["images"][0], plain), task_id=job_id, headers=headers)
+            self._publish(job_id, record)
         except Exception:
             self._cleanup(job_id, record["images"])
             raise
         SUBMISSIONS.labels(record["kind"], "queued").inc()
         return job_id
+
+    def _publish(self, job_id: str, record: dict[str, Any]) -> None:
+        headers = {"aurum_submitted_at": time.time(), "aurum_request_id": logs.request_id.get()}
+        if record["kind"] == "batch":
+            score_batch.apply_async(args=(record["images"], record["options"]), task_id=job_id, headers=headers)
+        else:
+            score_image.apply_async(args=(record["images"][0], record["options"]), task_id=job_id, headers=headers)
+
+    def _maybe_requeue(self, job_id: str, state: str) -> None:
+        """Publish a job again when it has waited, never started, longer than AURUM_REQUEUE_AFTER.
+
+        Redis's transport pops a message (BRPOP) before it records it as unacknowledged: a
+        Redis crash between the two loses the message although the job was accepted (seen in
+        tests/chaos/test_redis_outage.py). Reading the job's status repairs that. A job that is
+        merely waiting in a deep queue may run twice; results are idempotent."""
+        if state != states.PENDING:
+            return
+        key = JOB_PREFIX + job_id
+        raw = self.redis.get(key)
+        if raw is None:
+            return
+        record = json.loads(sealer().unseal(raw, key.encode()))
+        if "cached" in record or "follows" in record or not record.get("images"):
+            return
+        waited = time.time() - record.get("queued_at", record["created_at"])
+        if waited < self.settings.requeue_after or record.get("requeues", 0) >= 3:
+            return
+        if not self.redis.set(f"aurum:requeue:{job_id}", 1, nx=True, ex=max(1, self.settings.requeue_after)):
+            return  # another API process is doing it
+        record["requeues"] = record.get("requeues", 0) + 1
+        record["queued_at"] = time.time()
+        self.redis.set(key, sealer().seal(json.dumps(record).encode(), key.encode()), keepttl=True)
+        REQUEUES.inc()
+        self._publish(job_id, record)
 
     def _save(self, job_id: str, record: dict[str, Any]) -> None:
         key = JOB_PREFIX + job_id
@@ -111,8 +142,10 @@ class Jobs:
         doc: dict[str, Any] = {"job_id": job_id, "kind": record["kind"], "created_at": record["created_at"]}
         if "cached" in record:
             return {**doc, **_outcome(record["cached"], cached=True)}
-        meta = self.backend.get_task_meta(record.get("follows", job_id))
+        effective = record.get("follows", job_id)  # a coalesced job follows the one computing it
+        meta = self.backend.get_task_meta(effective)
         state = meta["status"]
+        self._maybe_requeue(effective, state)
         doc["status"] = STATUS.get(state, "queued")
         if record["kind"] == "batch":
             done = record["total"] if state == states.SUCCESS else 0

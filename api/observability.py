@@ -28,6 +28,7 @@ HTTP_SECONDS = Histogram("aurum_http_request_duration_seconds", "HTTP request ti
                          buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
 SUBMISSIONS = Counter("aurum_jobs_submitted_total", "Accepted jobs by kind and path (queued, cached, coalesced)",
                       ["kind", "path"])
+REQUEUES = Counter("aurum_jobs_requeued_total", "Jobs published again after waiting, never started, too long")
 API_CACHE = Counter("aurum_api_cache_requests_total", "Result-cache lookups made by the API", ["result"])
 
 

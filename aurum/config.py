@@ -83,6 +83,8 @@ class Settings:
                                   "Deliveries of one job (worker deaths) before POISON_MESSAGE.")
     task_soft_time_limit: int = setting("AURUM_TASK_SOFT_TIME_LIMIT", 20, "Seconds before a job is asked to stop.")
     task_time_limit: int = setting("AURUM_TASK_TIME_LIMIT", 30, "Seconds before a job's process is killed.")
+    requeue_after: int = setting("AURUM_REQUEUE_AFTER", 300,
+                                 "Seconds a job may wait, never started, before a status read publishes it again.")
     prefetch: int = setting("AURUM_PREFETCH", 1, "Messages each worker process reserves ahead.")
     cache_ttl: int = setting("AURUM_CACHE_TTL", 3600, "Seconds a cached result is kept (0: no cache).")
     cache_l1_size: int = setting("AURUM_CACHE_L1_SIZE", 1024, "Results kept in each process's in-memory cache.")

@@ -132,7 +132,7 @@ class YuNet(Detector):
         outputs = dict(zip(names, session.run(None, {session.get_inputs()[0].name: x})))
         boxes, points, scores = [], [], []
         for stride in self.strides:
-            cols, rows = pw // stride, ph // stride
+            cols = pw // stride
             cls = outputs[f"cls_{stride}"].reshape(-1)
             obj = outputs[f"obj_{stride}"].reshape(-1)
             score = np.sqrt(np.clip(cls, 0, 1) * np.clip(obj, 0, 1))

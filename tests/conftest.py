@@ -109,3 +109,14 @@ def celery_app(redis_server):
         os.environ.pop("AURUM_REDIS_URL", None)
     else:
         os.environ["AURUM_REDIS_URL"] = old
+
+
+@pytest.fixture(scope="module")
+def worker(celery_app):
+    """A solo-pool Celery worker thread for one test module, consuming both queues. The solo
+    pool sends worker_process_init too, so it loads its own models as in production."""
+    from celery.contrib.testing.worker import start_worker
+
+    with start_worker(celery_app, pool="solo", concurrency=1, perform_ping_check=False,
+                      queues=["score", "fallback"], loglevel="WARNING"):
+        yield celery_app

@@ -16,15 +16,6 @@ from .redis_server import free_port
 
 
 @pytest.fixture(scope="module")
-def worker(celery_app):
-    from celery.contrib.testing.worker import start_worker
-
-    with start_worker(celery_app, pool="solo", concurrency=1, perform_ping_check=False,
-                      queues=["score", "fallback"], loglevel="WARNING"):
-        yield celery_app
-
-
-@pytest.fixture(scope="module")
 def app(worker):
     from api import create_app
 
@@ -231,3 +222,29 @@ def test_redis_down_answers_503_within_a_second(worker) -> None:
     assert dead.get("/health").status_code == 200
     ready = dead.get("/ready")
     assert ready.status_code == 503 and "REDIS_UNREACHABLE" in ready.get_json()["reasons"]
+
+
+def test_a_lost_message_is_published_again(worker, monkeypatch) -> None:
+    """Fault injection: the first publish of a job is lost (as when Redis dies between BRPOP and
+    the unacked record); reading the job's status past AURUM_REQUEUE_AFTER publishes it again."""
+    from api import create_app
+
+    app = create_app(Settings.from_env(requeue_after=1))
+    c = keyed_client(app, "requeue")
+    jobs = app.extensions["aurum.jobs"]
+    real_publish = jobs._publish
+    published = []
+
+    def lossy_publish(job_id, record):
+        published.append(job_id)
+        if len(published) > 1:
+            real_publish(job_id, record)
+
+    monkeypatch.setattr(jobs, "_publish", lossy_publish)
+    from .test_cache import unique_photo
+
+    job = upload(c, unique_photo(77)).get_json()["job_id"]
+    assert c.get(f"/api/ml/jobs/{job}").get_json()["status"] == "queued"
+    time.sleep(1.2)
+    doc = wait_done(c, f"/api/ml/jobs/{job}")
+    assert doc["status"] == "succeeded" and published == [job, job]

@@ -6,7 +6,6 @@ import io
 import json
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -14,15 +13,6 @@ from aurum.config import Settings
 
 from .conftest import photo_bytes
 from .test_api import keyed_client, upload
-
-
-@pytest.fixture(scope="module")
-def worker(celery_app):
-    from celery.contrib.testing.worker import start_worker
-
-    with start_worker(celery_app, pool="solo", concurrency=1, perform_ping_check=False,
-                      queues=["score", "fallback"], loglevel="WARNING"):
-        yield celery_app
 
 
 @pytest.fixture(scope="module")

@@ -16,17 +16,8 @@ from aurum.cache import ResultCache, cache_key
 from aurum.config import Settings
 from aurum.schemas import ScoreOptions
 
-from .conftest import encode, photo_bytes, photo_rgb
+from .conftest import encode, photo_rgb
 from .test_api import keyed_client, upload, wait_done
-
-
-@pytest.fixture(scope="module")
-def worker(celery_app):
-    from celery.contrib.testing.worker import start_worker
-
-    with start_worker(celery_app, pool="solo", concurrency=1, perform_ping_check=False,
-                      queues=["score", "fallback"], loglevel="WARNING"):
-        yield celery_app
 
 
 @pytest.fixture(scope="module")

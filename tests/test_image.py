@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import io
-import struct
 import tracemalloc
-import zlib
 
 import numpy as np
 import pytest
@@ -16,23 +14,11 @@ from aurum.config import Settings
 from aurum.image import decode_image, sniff_format
 
 from .conftest import encode, photo_bytes, photo_rgb, resize
+from .hostile.corpus import _jpeg_header_dims, _png_header_dims
 
 
-def _png_with_size(width: int, height: int) -> bytes:
-    """A real PNG whose IHDR declares ``width`` x ``height`` (a decompression-bomb header)."""
-    data = bytearray(encode(np.zeros((8, 8, 3), np.uint8)))
-    ihdr = data.index(b"IHDR")
-    data[ihdr + 4:ihdr + 12] = struct.pack(">II", width, height)
-    crc = zlib.crc32(bytes(data[ihdr:ihdr + 17]))
-    data[ihdr + 17:ihdr + 21] = struct.pack(">I", crc)
-    return bytes(data)
-
-
-def _jpeg_with_size(width: int, height: int) -> bytes:
-    data = bytearray(encode(np.zeros((8, 8, 3), np.uint8), "JPEG"))
-    sof = data.index(b"\xff\xc0")
-    data[sof + 5:sof + 9] = struct.pack(">HH", height, width)
-    return bytes(data)
+_png_with_size = _png_header_dims  # real PNG / JPEG files whose headers declare huge dimensions
+_jpeg_with_size = _jpeg_header_dims
 
 
 @pytest.fixture(scope="module")

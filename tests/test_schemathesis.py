@@ -12,15 +12,6 @@ from aurum.config import Settings
 
 
 @pytest.fixture(scope="module")
-def worker(celery_app):
-    from celery.contrib.testing.worker import start_worker
-
-    with start_worker(celery_app, pool="solo", concurrency=1, perform_ping_check=False,
-                      queues=["score", "fallback"], loglevel="WARNING"):
-        yield celery_app
-
-
-@pytest.fixture(scope="module")
 def app_and_key(worker):
     from api import create_app
 

@@ -13,17 +13,6 @@ from aurum import errors
 from .conftest import encode, group_photo, photo_bytes
 
 
-@pytest.fixture(scope="module")
-def worker(celery_app):
-    """A solo-pool worker thread consuming both queues. The solo pool sends worker_process_init
-    too, so the worker loads its own models as in production."""
-    from celery.contrib.testing.worker import start_worker
-
-    with start_worker(celery_app, pool="solo", concurrency=1, perform_ping_check=False,
-                      queues=["score", "fallback"], loglevel="WARNING"):
-        yield celery_app
-
-
 @pytest.fixture
 def fresh_cache(worker):
     """Forget cached results, so that the next job really runs the models."""

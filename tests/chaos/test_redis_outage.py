@@ -17,7 +17,11 @@ from .common import record, settle, submit
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    s = Stack(tmp_path_factory.mktemp("outage"), appendonly=True, fsync="always")
+    s = Stack(tmp_path_factory.mktemp("outage"), appendonly=True, fsync="always",
+              extra_env={"AURUM_REQUEUE_AFTER": "15",  # a message popped as Redis died is published again
+                         # a job whose worker lost Redis mid-task comes back after the visibility
+                         # timeout (4 x the hard limit): keep it short for a bounded test
+                         "AURUM_TASK_SOFT_TIME_LIMIT": "5", "AURUM_TASK_TIME_LIMIT": "8"})
     try:
         s.wait_ready()
         yield s
@@ -66,12 +70,17 @@ def test_redis_crash_and_restart(stack) -> None:
     accepted_after = statuses.get(202, 0)
     done = settle(stack, accepted, deadline_s=150)
     lost = [j for j in accepted if j not in done]
+    lost_states = [stack.http.get(f"{stack.base}/api/ml/jobs/{j}", timeout=5).json().get("status") for j in lost]
     outcomes = {}
     for doc in done.values():
         key = "succeeded" if doc["status"] == "succeeded" else doc["error"]["code"]
         outcomes[key] = outcomes.get(key, 0) + 1
-    record("redis-outage", {"responses": {str(k): v for k, v in sorted(statuses.items())},
-                            "accepted": len(accepted), "lost": len(lost), "outcomes": outcomes,
+    import re
+
+    requeued = sum(float(m) for m in re.findall(r"^aurum_jobs_requeued_total (\S+)$",
+                                                stack.http.get(stack.base + "/metrics", timeout=5).text, re.M))
+    record("redis-outage", {"responses": {str(k): v for k, v in sorted(statuses.items())}, "requeued": requeued,
+                            "accepted": len(accepted), "lost": len(lost), "lost_states": lost_states, "outcomes": outcomes,
                             "slowest_503_s": round(slowest_503, 3), "worker_restarts": stack.worker_restarts})
     assert statuses.get(503, 0) > 0, "the outage was not seen"
     assert set(statuses) <= {202, 503}, statuses  # no 500, no hang (-1)
