@@ -24,7 +24,8 @@ result_accept_content = ["aurum-sealed"]
 # and re-queue when the worker process dies mid-job (a delivery counter stops poison images).
 task_acks_late = True
 task_reject_on_worker_lost = True
-worker_prefetch_multiplier = _s.prefetch
+# Micro-batching (workers/microbatch.py) needs the waiting jobs in the worker to batch them.
+worker_prefetch_multiplier = max(_s.prefetch, _s.micro_batch)
 
 # Privacy: results are biometric derivatives and expire.
 result_expires = _s.result_ttl
@@ -49,7 +50,10 @@ task_routes = {
 }
 task_default_queue = "score"
 task_track_started = True
-worker_send_task_events = True
-task_send_sent_event = True
+# Task events feed Flower, which turns them on in the workers itself (`enable_events`, every
+# minute) while it runs; sending them when nobody listens cost ~40 % of the worker main
+# process's CPU (bench/profile_stack.py).
+worker_send_task_events = _s.task_events
+task_send_sent_event = _s.task_events
 # Loading the ONNX sessions and one warm-up inference per model takes ~1 s; give it room.
 worker_proc_alive_timeout = float(os.environ.get("AURUM_WORKER_INIT_TIMEOUT", "30"))

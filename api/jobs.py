@@ -3,7 +3,8 @@ store the images and enqueue), read status from the result backend, wait by poll
 everything a job left behind.
 
 The API never calls ``AsyncResult.get()``: that subscribes to pub/sub and stalls under
-threaded web workers. It reads the result key, polling with a short backoff.
+threaded web workers. It reads the result key, and waits for a job on the job's own
+announcement stream (:mod:`workers.done`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from aurum.schemas import ScoreOptions
 from aurum.sealing import sealer
 from aurum import logs
 from aurum.cache import ResultCache, cache_key
+from workers import done
 from workers.imagestore import ImageStore
 from workers.tasks import JobFailed, score_batch, score_image
 
@@ -31,6 +33,7 @@ from .errors import JobNotFound, ServiceUnavailable
 from .observability import API_CACHE, REQUEUES, SUBMISSIONS
 
 JOB_PREFIX = "aurum:job:"
+WAIT_SLICE = 0.5  # seconds; below the API's Redis socket timeout
 STATUS = {states.PENDING: "queued", states.RECEIVED: "queued", states.RETRY: "queued",
           states.STARTED: "running", "PROGRESS": "running",
           states.SUCCESS: "succeeded", states.FAILURE: "failed", states.REVOKED: "failed"}
@@ -47,9 +50,11 @@ class Jobs:
         self.backend = score_image.app.backend
 
     # --- submit -------------------------------------------------------------------------------
-    def submit(self, images: list[bytes], options: ScoreOptions, batch: bool, owner: str) -> str:
+    def submit(self, images: list[bytes], options: ScoreOptions, batch: bool, owner: str
+               ) -> tuple[str, dict[str, Any]]:
         """Accept a job: from cache, attached to an identical job in flight, or enqueued. Only
-        then does the caller get its job id."""
+        then does the caller get its job id (and the job's record, to wait without reading it
+        back)."""
         job_id = secrets.token_hex(16)  # 128 random bits: not guessable
         record: dict[str, Any] = {"kind": "batch" if batch else "single", "total": len(images),
                                   "created_at": time.time(), "owner": owner, "images": []}
@@ -64,13 +69,13 @@ class Jobs:
                 record["cached"] = hit
                 self._save(job_id, record)
                 SUBMISSIONS.labels("single", "cached").inc()
-                return job_id
+                return job_id, record
             leader = self.cache.claim(key, job_id, self.settings.task_time_limit * 2)
             if leader is not None:
                 record["follows"] = leader  # the same image and options are being scored now
                 self._save(job_id, record)
                 SUBMISSIONS.labels("single", "coalesced").inc()
-                return job_id
+                return job_id, record
         try:
             for data in images:
                 record["images"].append(self.images.put(data))
@@ -80,7 +85,7 @@ class Jobs:
             self._cleanup(job_id, record["images"])
             raise
         SUBMISSIONS.labels(record["kind"], "queued").inc()
-        return job_id
+        return job_id, record
 
     def _publish(self, job_id: str, record: dict[str, Any]) -> None:
         headers = {"aurum_submitted_at": time.time(), "aurum_request_id": logs.request_id.get()}
@@ -138,7 +143,9 @@ class Jobs:
         return record
 
     def status(self, job_id: str, owner: str) -> dict[str, Any]:
-        record = self.record(job_id, owner)
+        return self._status(job_id, self.record(job_id, owner))
+
+    def _status(self, job_id: str, record: dict[str, Any]) -> dict[str, Any]:
         doc: dict[str, Any] = {"job_id": job_id, "kind": record["kind"], "created_at": record["created_at"]}
         if "cached" in record:
             return {**doc, **_outcome(record["cached"], cached=True)}
@@ -158,15 +165,20 @@ class Jobs:
             doc["error"] = failure(meta.get("result"))["error"]
         return doc
 
-    def wait(self, job_id: str, owner: str, timeout: float) -> dict[str, Any]:
+    def wait(self, job_id: str, owner: str, timeout: float, record: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The job's status once it has ended, or when ``timeout`` runs out. Blocks on the job's
+        announcement stream (workers/done.py) rather than polling; in slices of at most
+        ``WAIT_SLICE`` so that a lost announcement (Redis restarted) costs at most one slice."""
         deadline = time.monotonic() + timeout
-        delay = 0.002
+        record = record or self.record(job_id, owner)  # a cache hit is answered without Redis
+        effective = record.get("follows", job_id)
+        seen = "0"
         while True:
-            doc = self.status(job_id, owner)
-            if doc["status"] in ("succeeded", "failed") or time.monotonic() >= deadline:
+            doc = self._status(job_id, record)
+            left = deadline - time.monotonic()
+            if doc["status"] in ("succeeded", "failed") or left <= 0:
                 return doc
-            time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
-            delay = min(delay * 2, 0.05)
+            seen = done.wait(self.redis, effective, seen, min(left, WAIT_SLICE))
 
     # --- delete -------------------------------------------------------------------------------
     def delete(self, job_id: str, owner: str) -> None:

@@ -6,10 +6,12 @@ in the same run.
 
 Phases (loopback only, each bounded by --seconds):
 - ceiling: the in-process pipeline, 2 processes (bench/pipeline.py), unique selfies;
-- single jobs at fixed offered rates (fractions of the ceiling), open loop, sync ``?wait=``:
-  achieved throughput and latency p50/p95/p99;
-- saturation: closed loop, 16 clients;
-- batches of 8 and 32 images; cache hits (the same photo again and again);
+- single jobs three ways, a stack each: one job at a time per worker process, celery-batches'
+  own timer flush, and our pool-aware micro-batching (the default); for each, saturation (closed
+  loop, 16 clients) and a lone request's latency (one client);
+- with the default: single jobs at fixed offered rates (fractions of its peak), open loop;
+  batch requests of 1, 8 and 32 images;
+- cache hits (the same photo again and again), by httpx and by wrk (``apt-get install wrk``);
 - CPU seconds per job split between the API (gunicorn), the broker (redis-server) and the worker
   (celery), and worker-child RSS.
 The load generator shares the two cores with the service: figures are a floor, compare ratios.
@@ -21,6 +23,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -145,10 +148,50 @@ class Bench:
                 "cpu_ms_per_image": {k: round((after[k] - before[k]) * 1000 / max(done, 1), 2) for k in after}}
 
 
+MODES = {  # single-image jobs: how a worker batches them (workers/microbatch.py)
+    "one at a time": {"AURUM_MICRO_BATCH": "1"},
+    "celery-batches timer (16 or 10 ms)": {"AURUM_MICRO_BATCH_POLICY": "timer", "AURUM_MICRO_BATCH_INTERVAL": "0.01"},
+    "pool-aware (default)": {},
+}
+
+
+def wrk_cache_hits(stack: Stack, image: bytes, seconds: float, connections: int = 16) -> dict | None:
+    """Cache hits driven by wrk (C, cheap): the Python client would cost the cores more than
+    the server it measures. None when wrk is not installed (``apt-get install wrk``)."""
+    if not shutil.which("wrk"):
+        return None
+    boundary = "aurumbench"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"p.jpg\"\r\n"
+            f"Content-Type: image/jpeg\r\n\r\n").encode() + image + f"\r\n--{boundary}--\r\n".encode()
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "body").write_bytes(body)
+        script = Path(tmp) / "post.lua"
+        script.write_text(f"""
+wrk.method = "POST"
+local f = io.open("{tmp}/body", "rb"); wrk.body = f:read("*all"); f:close()
+wrk.headers["Content-Type"] = "multipart/form-data; boundary={boundary}"
+wrk.headers["X-API-Key"] = "{stack.http.headers['X-API-Key']}"
+done = function(summary, latency, requests)
+  io.write(string.format("JSON {{\\"requests\\": %d, \\"seconds\\": %f, \\"non2xx\\": %d, "
+    .. "\\"errors\\": %d, \\"p50_ms\\": %f, \\"p99_ms\\": %f}}\\n",
+    summary.requests, summary.duration / 1e6, summary.errors.status,
+    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
+    latency:percentile(50) / 1000, latency:percentile(99) / 1000))
+end
+""")
+        out = subprocess.run(["wrk", "-t", "1", "-c", str(connections), "-d", f"{int(seconds)}s", "-s", str(script),
+                              f"{stack.base}/api/ml/score?wait=20"], capture_output=True, text=True, timeout=seconds + 60)
+    line = next(l for l in out.stdout.splitlines() if l.startswith("JSON "))
+    doc = json.loads(line[5:])
+    return {"client": "wrk", "connections": connections, "requests_per_s": round(doc["requests"] / doc["seconds"], 1),
+            "non_2xx": doc["non2xx"], "errors": doc["errors"], "p50_ms": round(doc["p50_ms"], 1),
+            "p99_ms": round(doc["p99_ms"], 1)}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=8.0)
-    parser.add_argument("--rates", default="0.2,0.4,0.5,0.6,0.8", help="fractions of the in-process ceiling")
+    parser.add_argument("--rates", default="0.2,0.4,0.5,0.6,0.8", help="fractions of the measured peak")
     parser.add_argument("--json", default=None)
     parser.add_argument("--plot", default=None)
     args = parser.parse_args()
@@ -159,44 +202,66 @@ def main() -> int:
     report: dict = {"ceiling_images_per_s": round(ceiling, 1), "seconds_per_phase": args.seconds}
     unlimited = {"AURUM_RATE_LIMIT": "1000000/minute;100000/second", "AURUM_BATCH_IMAGE_LIMIT": "1000000/minute",
                  "AURUM_LOG_LEVEL": "WARNING"}
+    # cache off: the photos repeat after len(images), and every job must run the models
+    nocache = {**unlimited, "AURUM_CACHE_TTL": "0"}
     with tempfile.TemporaryDirectory() as tmp:
-        # cache off: the photos repeat after len(images), and every job must run the models
-        stack = Stack(Path(tmp) / "nocache", extra_env={**unlimited, "AURUM_CACHE_TTL": "0"})
-        try:
-            stack.wait_ready()
-            bench = Bench(stack, images)
-            asyncio.run(bench.closed_loop(8, 2.0))  # warm-up
-            report["offered"] = []
-            for fraction in [float(f) for f in args.rates.split(",")]:
-                row = asyncio.run(bench.open_loop(fraction * ceiling, args.seconds))
-                row["fraction_of_ceiling"] = fraction
-                report["offered"].append(row)
-                print(f"offered {row['offered_per_s']:6.1f}/s -> {row['achieved_per_s']:6.1f}/s  "
-                      f"p50 {row['p50_ms']} p95 {row['p95_ms']} p99 {row['p99_ms']} ms  codes {row['codes']}")
-            sat = asyncio.run(bench.closed_loop(16, args.seconds))
-            report["saturation"] = sat
-            print(f"saturation (16 clients): {sat['images_per_s']}/s, ratio to in-process "
-                  f"{sat['images_per_s'] / ceiling:.2f}, p99 {sat['p99_ms']} ms, CPU ms/image {sat['cpu_ms_per_image']}")
-            report["ratio_end_to_end_to_in_process"] = round(sat["images_per_s"] / ceiling, 3)
-            report["batches"] = []
-            for size in (8, 32):
-                row = asyncio.run(bench.closed_loop(2, args.seconds, batch=size))
-                report["batches"].append(row)
-                print(f"batch {size:2d}: {row['images_per_s']}/s images, p50 {row['p50_ms']} ms per batch, "
-                      f"CPU ms/image {row['cpu_ms_per_image']}")
-            report["worker_child_rss_mb"] = [round(rss_mb(p), 1) for p in stack.worker_children()]
-            print(f"worker child RSS: {report['worker_child_rss_mb']} MB")
-        finally:
-            stack.stop()
+        report["micro_batching"] = {}
+        for mode, env in MODES.items():
+            stack = Stack(Path(tmp) / f"mode{len(report['micro_batching'])}", extra_env={**nocache, **env})
+            try:
+                stack.wait_ready()
+                bench = Bench(stack, images)
+                asyncio.run(bench.closed_loop(8, 2.0))  # warm-up
+                lone = asyncio.run(bench.closed_loop(1, args.seconds / 2))
+                sat = asyncio.run(bench.closed_loop(16, args.seconds))
+                sat["ratio_to_in_process"] = round(sat["images_per_s"] / ceiling, 3)
+                sat["lone_request_p50_ms"] = lone["p50_ms"]
+                sat["lone_request_p99_ms"] = lone["p99_ms"]
+                report["micro_batching"][mode] = sat
+                print(f"single jobs, {mode}: saturation {sat['images_per_s']}/s = {sat['ratio_to_in_process']:.2f}x "
+                      f"in-process, p50 {sat['p50_ms']} p99 {sat['p99_ms']} ms, CPU ms/image {sat['cpu_ms_per_image']}; "
+                      f"a lone request p50 {lone['p50_ms']} ms")
+                if mode != "pool-aware (default)":
+                    continue
+                report["saturation"] = sat
+                report["ratio_end_to_end_to_in_process"] = sat["ratio_to_in_process"]
+                peak = sat["images_per_s"]
+                report["offered"] = []
+                for fraction in [float(f) for f in args.rates.split(",")]:
+                    row = asyncio.run(bench.open_loop(fraction * peak, args.seconds))
+                    row["fraction_of_peak"] = fraction
+                    report["offered"].append(row)
+                    print(f"offered {row['offered_per_s']:6.1f}/s ({fraction:.1f} x peak) -> {row['achieved_per_s']:6.1f}/s"
+                          f"  p50 {row['p50_ms']} p95 {row['p95_ms']} p99 {row['p99_ms']} ms  codes {row['codes']}")
+                report["batches"] = []
+                for size in (1, 8, 32):
+                    row = asyncio.run(bench.closed_loop(2, args.seconds, batch=size))
+                    report["batches"].append(row)
+                    print(f"batch requests of {size:2d}: {row['images_per_s']}/s images, p50 {row['p50_ms']} ms per "
+                          f"request, CPU ms/image {row['cpu_ms_per_image']}")
+                report["worker_child_rss_mb"] = [round(rss_mb(p), 1) for p in stack.worker_children()]
+                print(f"worker child RSS: {report['worker_child_rss_mb']} MB")
+            finally:
+                stack.stop()
         cached = Stack(Path(tmp) / "cache", extra_env=unlimited)  # cache on (the default)
         try:
             cached.wait_ready()
             bench = Bench(cached, images)
             asyncio.run(bench.closed_loop(1, 1.0, same_image=images[0]))  # computed once, then cached
             hit = asyncio.run(bench.closed_loop(16, args.seconds, same_image=images[0]))
+            hit["client"] = "httpx"
             report["cache_hits"] = hit
-            print(f"cache hits (16 clients): {hit['requests_per_s']}/s, p99 {hit['p99_ms']} ms, "
+            print(f"cache hits (httpx, 16 clients): {hit['requests_per_s']}/s, p99 {hit['p99_ms']} ms, "
                   f"CPU ms/request {hit['cpu_ms_per_image']}")
+            before = {k: cpu_seconds(v) for k, v in bench.pids().items()}
+            hit = wrk_cache_hits(cached, images[0], args.seconds)
+            if hit is not None:
+                after = {k: cpu_seconds(v) for k, v in bench.pids().items()}
+                done = hit["requests_per_s"] * args.seconds
+                hit["cpu_ms_per_request"] = {k: round((after[k] - before[k]) * 1000 / max(done, 1), 2) for k in after}
+                report["cache_hits_wrk"] = hit
+                print(f"cache hits (wrk, 16 connections): {hit['requests_per_s']}/s, p50 {hit['p50_ms']} "
+                      f"p99 {hit['p99_ms']} ms, non-2xx {hit['non_2xx']}, CPU ms/request {hit['cpu_ms_per_request']}")
         finally:
             cached.stop()
     if args.json:

@@ -1,8 +1,10 @@
 """A real `celery worker` process (prefork, 2 children) from the Procfile's command, against our
-own redis-server: jobs complete, and a child SIGKILLed mid-job does not lose the job."""
+own redis-server: jobs complete, a deep queue of single-image jobs runs in micro-batches, and a
+child SIGKILLed mid-job (or mid-micro-batch) does not lose a job."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -17,10 +19,15 @@ from .conftest import encode, group_photo, photo_bytes
 ROOT = Path(__file__).resolve().parent.parent
 
 
+SAFETY_FLUSH = 30  # seconds: the pool policy's timer; a lone job must not wait for it
+
+
 @pytest.fixture(scope="module")
 def live_worker(celery_app, tmp_path_factory):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # AURUM_REDIS_URL: set by celery_app
-    log = open(tmp_path_factory.mktemp("worker") / "worker.log", "w")
+    # AURUM_REDIS_URL: set by celery_app
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "AURUM_MICRO_BATCH_INTERVAL": str(SAFETY_FLUSH)}
+    log_path = tmp_path_factory.mktemp("worker") / "worker.log"
+    log = open(log_path, "w")
     proc = subprocess.Popen([sys.executable, "-m", "celery", "-A", "workers.app", "worker", "--pool", "prefork",
                              "--concurrency", "2", "--queues", "score,fallback", "--loglevel", "INFO",
                              "--without-gossip", "--without-mingle"], cwd=ROOT, env=env, stdout=log,
@@ -29,6 +36,7 @@ def live_worker(celery_app, tmp_path_factory):
     while time.monotonic() < deadline and not celery_app.control.ping(timeout=0.5):
         assert proc.poll() is None, "the worker exited"
     assert celery_app.control.ping(timeout=1), "the worker did not answer a ping"
+    proc.log_path = log_path
     yield proc
     proc.send_signal(signal.SIGTERM)
     try:
@@ -76,3 +84,46 @@ def test_child_killed_mid_job_the_job_still_completes(live_worker) -> None:
     out = job.get(timeout=120)
     assert out["done"] == 32 and all(len(item["faces"]) == 3 for item in out["items"])
     assert set(pool_children(live_worker.pid)).isdisjoint(children)  # replaced by new children
+
+
+def job_lines(worker) -> list[dict]:
+    """The worker's "job" log lines (one per job outcome), parsed."""
+    lines = []
+    for line in worker.log_path.read_text().splitlines():
+        if line.startswith("{") and '"message": "job"' in line:
+            lines.append(json.loads(line))
+    return lines
+
+
+def test_a_deep_queue_runs_in_micro_batches_with_the_same_results(live_worker, pipeline) -> None:
+    """24 unique photos submitted at once: the worker runs them several at a time (each job's
+    log line says its batch size), and every result equals the in-process one."""
+    from workers import runtime
+    from workers.tasks import score_image
+
+    from .test_cache import unique_photo
+
+    photos = [unique_photo(5000 + i) for i in range(24)]
+    jobs = [score_image.apply_async(args=(runtime.images().put(p),)) for p in photos]
+    results = [j.get(timeout=120) for j in jobs]
+    local = pipeline.score(photos[0])
+    for result in results:
+        assert [f["box"] for f in result["faces"]] == [f["box"] for f in local["faces"]]
+        assert [f["score"]["value"] for f in result["faces"]] == [f["score"]["value"] for f in local["faces"]]
+    time.sleep(0.5)  # the log lines of the last batch
+    sizes = {line["job_id"]: line["batch"] for line in job_lines(live_worker) if line.get("task") == "aurum.score_image"}
+    assert {j.id for j in jobs} <= set(sizes)
+    assert max(sizes[j.id] for j in jobs) > 1, "a deep queue should have been batched"
+    assert all(sizes[j.id] <= 16 for j in jobs)  # AURUM_MICRO_BATCH
+
+
+def test_a_lone_job_goes_at_once_to_a_free_child(live_worker) -> None:
+    """On an idle worker a single job is not held back for company: it is done long before the
+    safety-net flush (SAFETY_FLUSH seconds) could have sent it."""
+    from workers import runtime
+    from workers.tasks import score_image
+
+    from .test_cache import unique_photo
+
+    job = score_image.apply_async(args=(runtime.images().put(unique_photo(5100)),))
+    assert len(job.get(timeout=SAFETY_FLUSH / 3)["faces"]) == 1

@@ -7,12 +7,14 @@ import logging
 import os
 
 from billiard.process import current_process
-from celery.signals import celeryd_init, setup_logging, task_postrun, task_prerun, worker_process_init
+from celery.signals import (celeryd_init, setup_logging, task_postrun, task_prerun, worker_init,
+                            worker_process_init)
 
 from aurum import logs
 
-from . import runtime
+from . import done, runtime
 from .app import app
+from .microbatch import MicroBatchTask
 
 
 @setup_logging.connect
@@ -21,6 +23,17 @@ def configure_logging(**_: object) -> None:
     # Celery's trace logger prints each task's return value at INFO: results hold landmarks and
     # embeddings, which never go to logs. Our own "job" line records every outcome instead.
     logging.getLogger("celery.app.trace").setLevel(logging.WARNING)
+
+
+_nodename: str | None = None  # set in the main process, inherited by the pool children
+
+
+@worker_init.connect
+def remember_nodename(sender=None, **_: object) -> None:
+    """The worker's node name (celery@host), before the pool starts: worker_process_init does
+    not say it (Celery 5.6 sends it with no sender)."""
+    global _nodename
+    _nodename = getattr(sender, "hostname", None)
 
 
 @celeryd_init.connect
@@ -42,7 +55,7 @@ def load_models(sender: str | None = None, **_: object) -> None:
     # which is what GPU pinning needs: child i takes AURUM_GPUS[i % n].
     index = getattr(current_process(), "index", 0) or 0
     start_metrics_exporter(index)
-    runtime.load(child_index=index, concurrency=app.conf.worker_concurrency, hostname=sender)
+    runtime.load(child_index=index, concurrency=app.conf.worker_concurrency, hostname=sender or _nodename)
 
 
 @task_prerun.connect
@@ -54,7 +67,16 @@ def bind_ids(task_id: str | None = None, task=None, **_: object) -> None:
 
 
 @task_postrun.connect
-def unbind_ids(**_: object) -> None:
+def announce_and_unbind(task_id: str | None = None, task=None, **_: object) -> None:
+    """Wake the API requests waiting for this job (its state is stored by now). A micro-batch
+    announces each of its jobs itself."""
+    if task_id and not isinstance(task, MicroBatchTask):
+        try:
+            with runtime.images().redis.pipeline(transaction=False) as pipe:
+                done.announce(pipe, task_id)
+                pipe.execute()
+        except Exception as exc:  # waiters fall back to re-reading the status every half second
+            logging.getLogger(__name__).warning("could not announce job end: %s", exc)
     logs.job_id.set(None)
     logs.request_id.set(None)
 

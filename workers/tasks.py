@@ -9,6 +9,7 @@ when the models cannot serve.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import random
 import time
@@ -19,19 +20,22 @@ import redis
 from celery import Task
 from celery.exceptions import Ignore, Retry, SoftTimeLimitExceeded
 
-from aurum import errors, fallback
+from aurum import errors, fallback, logs
+from aurum.cache import INFLIGHT, cache_key
 from aurum.config import Settings
 from aurum.schemas import load_options
+from aurum.sealing import sealer
 
-from . import chaos, metrics, runtime
+from . import chaos, done, metrics, runtime
 from .app import app
-from aurum.cache import cache_key
 from .imagestore import ImageExpired
+from .microbatch import MicroBatchTask
 
 log = logging.getLogger(__name__)
 
-MAX_DELIVERIES = Settings.from_env().max_deliveries
-MAX_RETRIES = Settings.from_env().max_retries
+SETTINGS = Settings.from_env()
+MAX_DELIVERIES = SETTINGS.max_deliveries
+MAX_RETRIES = SETTINGS.max_retries
 DEAD_LETTERS = "aurum:dead-letters"
 BATCH_CHUNK = 8
 
@@ -221,47 +225,233 @@ def _key_for(data: bytes, opts) -> str:
     return cache_key(hashlib.sha256(data).hexdigest(), pipe.versions(), opts, pipe.settings)
 
 
-@app.task(name="aurum.score_image", bind=True, base=ScoringTask, throws=(JobFailed,))
-def score_image(self: ScoringTask, image_key: str, options: dict | None = None) -> dict[str, Any]:
-    with job_outcome(self, (image_key,), options, batch=False):
-        self.count_delivery()
-        opts = load_options(options)
-        data = runtime.images().get(image_key)
-        key = _key_for(data, opts)
+@app.task(name="aurum.score_image", bind=True, base=MicroBatchTask, max_batch=SETTINGS.micro_batch,
+          policy=SETTINGS.micro_batch_policy, flush_interval=SETTINGS.micro_batch_interval)
+def score_image(self: MicroBatchTask, requests: list) -> dict[str, Any]:
+    """Single-image jobs, published as ``score_image.apply_async(args=(image_key, options))``
+    and run several at a time when the queue is deep (micro-batching, :mod:`workers.microbatch`).
+    Each job of the batch gets its own outcome, stored under its own id: a result, a
+    ``JobFailed``, a retry (published again, same id, with backoff), or the fallback task."""
+    return MicroBatch(self, requests).run()
+
+
+class MicroBatch:
+    """One micro-batch in a pool child: Redis work in a few pipelined round trips, the models
+    once per group of jobs with the same options, then one outcome per job."""
+
+    def __init__(self, task: MicroBatchTask, requests: list) -> None:
+        self.task = task
+        self.jobs = [_Job(r) for r in requests]
+        self.redis = runtime.images().redis
+        self.started = time.time()
+
+    def run(self) -> dict[str, Any]:
+        metrics.MICRO_BATCH_SIZE.observe(len(self.jobs))
         try:
-            result = _score_or_recall(key, data, opts)
-        except errors.AurumError as exc:
-            if not exc.retryable:  # a retrying job keeps its claim: followers keep waiting on it
-                _release_inflight(key)
-            raise
-        except BaseException:
-            _release_inflight(key)
-            raise
-        _release_inflight(key)
-        return result
+            self._count_deliveries()
+            self._fetch_images()
+            groups: dict[str, list[_Job]] = {}
+            for job in self._open():
+                try:
+                    job.opts = load_options(job.options)
+                except errors.AurumError as exc:
+                    self._settle(job, exc)
+                    continue
+                groups.setdefault(json.dumps(vars(job.opts), sort_keys=True), []).append(job)
+            for group in groups.values():
+                self._score(group)
+        except SoftTimeLimitExceeded:
+            limit = self.task.soft_time_limit or app.conf.task_soft_time_limit
+            for job in self._open():
+                self._settle(job, JobFailed("TIMEOUT", f"The job exceeded its time limit ({limit} s)."))
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            log.warning("Redis failed mid-batch (%s): %d job(s) go back to the queue", exc, len(self._open()))
+        except Exception:  # a bug: the jobs still end, with a clear failure (and a Sentry report)
+            log.exception("micro-batch failed")
+            for job in self._open():
+                self._settle(job, JobFailed("INTERNAL_ERROR", "The job failed on an internal error."))
+        unstored = self._finish()
+        # Jobs without a stored outcome (Redis failed) are re-queued by the main process, not acked.
+        return {"jobs": len(self.jobs), "requeue": [job.id for job in self._open()] + unstored}
+
+    def _open(self) -> list["_Job"]:
+        return [job for job in self.jobs if not job.settled]
+
+    def _count_deliveries(self) -> None:
+        """Deliveries = executions minus our own retries; a job that keeps killing its worker
+        is set aside (POISON_MESSAGE). A redelivered job that already ended is not run again."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            for job in self.jobs:
+                pipe.incr(job.delivery_key)
+                pipe.expire(job.delivery_key, 24 * 3600)
+            counts = pipe.execute()[::2]
+        for job, attempts in zip(self.jobs, counts):
+            job.deliveries = attempts - job.retries
+            if job.deliveries <= 1:
+                continue
+            if self.task.backend.get_task_meta(job.id)["status"] in ("SUCCESS", "FAILURE"):
+                job.settled = True  # its result was stored before the batch was lost
+                job.outcome = "duplicate"
+            elif job.deliveries > MAX_DELIVERIES:
+                self.redis.lpush(DEAD_LETTERS, job.id)
+                metrics.DEAD_LETTERS.inc()
+                self._settle(job, JobFailed(
+                    "POISON_MESSAGE", f"The job was delivered {job.deliveries - 1} times and its worker died "
+                    "each time; it has been set aside.", {"deliveries": job.deliveries - 1}))
+
+    def _fetch_images(self) -> None:
+        jobs = self._open()
+        with self.redis.pipeline(transaction=False) as pipe:
+            for job in jobs:
+                pipe.get(job.image_key)
+            blobs = pipe.execute()
+        for job, blob in zip(jobs, blobs):
+            if blob is None:
+                self._settle(job, JobFailed("IMAGE_EXPIRED",
+                                            "The uploaded image expired before a worker took the job."))
+            else:
+                job.data = sealer().unseal(blob, job.image_key.encode())
+
+    def _score(self, group: list["_Job"]) -> None:
+        try:
+            pipe = runtime.pipeline()
+        except errors.AurumError as exc:  # the models cannot load: the fallback takes the jobs
+            for job in group:
+                self._settle(job, exc)
+            return
+        run = []
+        for job in group:
+            job.cache_key = _key_for(job.data, job.opts)
+            hit = _cached(job.cache_key)
+            if hit is None:
+                run.append(job)
+            elif "error" in hit:
+                self._settle(job, JobFailed(hit["error"]["code"], hit["error"]["message"], hit["error"].get("details")))
+            else:
+                self._settle(job, hit)
+        if not run:
+            return
+        for job in run:
+            chaos.inject(job.data)  # tests only (AURUM_CHAOS); nothing happens otherwise
+        try:
+            if len(run) == 1:
+                try:
+                    outcomes: list = [pipe.score(run[0].data, run[0].opts)]
+                except errors.AurumError as exc:
+                    outcomes = [exc]
+            else:
+                outcomes = pipe.score_many([job.data for job in run], run[0].opts)
+        except errors.AurumError as exc:  # the whole model call failed: the same for every job
+            outcomes = [exc] * len(run)
+        for job, outcome in zip(run, outcomes):
+            if not isinstance(outcome, errors.AurumError):
+                outcome = {**outcome, "cached": False}
+                metrics.observe_result(outcome)
+            if not (isinstance(outcome, errors.AurumError) and outcome.retryable):
+                _remember(job.cache_key, outcome)
+            self._settle(job, outcome)
+
+    def _settle(self, job: "_Job", outcome: dict[str, Any] | Exception) -> None:
+        """Store one job's outcome under its own id (as ``job_outcome`` does for a task)."""
+        job.settled = True
+        if isinstance(outcome, dict):
+            job.result, job.outcome = outcome, "succeeded"
+            return
+        if isinstance(outcome, errors.AurumError) and not isinstance(outcome, errors.ModelUnavailable):
+            if not outcome.retryable:
+                outcome = JobFailed(outcome.code, outcome.message, outcome.details)
+            elif job.retries < MAX_RETRIES:
+                job.outcome = "retried"
+                metrics.RETRIES.labels(self.task.name).inc()
+                self.task.apply_async(args=(job.image_key, job.options), task_id=job.id, retries=job.retries + 1,
+                                      countdown=backoff(job.retries), headers=job.headers)
+                return
+        if isinstance(outcome, errors.AurumError):  # models unavailable, or retries exhausted
+            reason = f"{outcome.code}: {outcome.message}"
+            if outcome.retryable:
+                reason = f"{outcome.code} after {MAX_RETRIES} retries: {outcome.message}"
+            job.outcome = "fallback"
+            metrics.FALLBACKS.labels(self.task.name).inc()
+            log.warning("job goes to the fallback: %s", reason)
+            score_fallback.apply_async(args=([job.image_key], job.options, reason, False), task_id=job.id,
+                                       headers=job.headers)
+            return
+        job.result, job.outcome = outcome, "failed"
+
+    def _finish(self) -> list[str]:
+        """Release what ended jobs leave behind (images, in-flight claims) before their results
+        appear, store the results, then wake the API requests waiting for them; count and log
+        every outcome."""
+        elapsed = time.time() - self.started
+        ended = [job for job in self.jobs if job.settled and job.outcome in ("succeeded", "failed")]
+        try:
+            with self.redis.pipeline(transaction=False) as pipe:
+                for job in ended:
+                    pipe.delete(job.image_key)
+                    if job.cache_key and runtime.cache() is not None:
+                        pipe.delete(INFLIGHT + job.cache_key)
+                pipe.execute()
+        except redis.RedisError:  # the TTLs remove them anyway
+            log.warning("could not release %d job(s)' images", len(ended))
+        backend, unstored = self.task.backend, []
+        for job in ended:
+            try:  # (no errbacks: nothing links callbacks to these jobs, and batch requests lack them)
+                if job.outcome == "succeeded":
+                    backend.mark_as_done(job.id, job.result, request=job.request)
+                else:
+                    backend.mark_as_failure(job.id, job.result, request=job.request, call_errbacks=False)
+            except (redis.ConnectionError, redis.TimeoutError):
+                unstored.append(job.id)
+            except Exception:  # one job's store must not keep the others from theirs
+                log.exception("could not store a job's outcome")
+                unstored.append(job.id)
+        try:
+            with self.redis.pipeline(transaction=False) as pipe:
+                for job in self.jobs:
+                    if job.settled:
+                        done.announce(pipe, job.id)
+                pipe.execute()
+        except redis.RedisError:  # waiters re-read the status every half second anyway
+            log.warning("could not announce %d job(s)", len(self.jobs))
+        for job in self.jobs:
+            if not job.settled or job.outcome == "duplicate":
+                continue
+            metrics.JOBS.labels(self.task.name, job.outcome).inc()
+            if job.submitted and not job.retries:
+                metrics.QUEUE_SECONDS.labels(self.task.name).observe(max(0.0, self.started - job.submitted))
+            if job.outcome != "retried":
+                metrics.COMPUTE_SECONDS.labels(self.task.name).observe(elapsed)
+            logs.job_id.set(job.id)
+            logs.request_id.set(job.headers.get("aurum_request_id"))
+            log.info("job", extra={"task": self.task.name, "outcome": job.outcome, "images": 1,
+                                   "compute_ms": round(elapsed * 1000, 2), "batch": len(self.jobs),
+                                   "attempt": job.retries + 1})
+        logs.job_id.set(None)
+        logs.request_id.set(None)
+        return unstored
 
 
-def _score_or_recall(key: str, data: bytes, opts) -> dict[str, Any]:
-    hit = _cached(key)
-    if hit is not None:
-        if "error" in hit:
-            raise JobFailed(hit["error"]["code"], hit["error"]["message"], hit["error"].get("details"))
-        return hit
-    chaos.inject(data)  # tests only (AURUM_CHAOS); nothing happens otherwise
-    try:
-        result = {**runtime.pipeline().score(data, opts), "cached": False}
-    except errors.AurumError as exc:
-        _remember(key, exc)
-        raise
-    metrics.observe_result(result)
-    _remember(key, result)
-    return result
+class _Job:
+    """One single-image job of a micro-batch, from its celery-batches request."""
 
-
-def _release_inflight(key: str) -> None:
-    cache = runtime.cache()
-    if cache is not None:
-        cache.release(key)
+    def __init__(self, request: Any) -> None:
+        self.request = request
+        self.id: str = request.id
+        args = list(request.args) + [None]
+        self.image_key: str = args[0]
+        self.options: dict | None = args[1]
+        info = request.request_dict or {}
+        self.retries: int = info.get("retries") or 0
+        self.headers = {name: info[name] for name in HEADERS if info.get(name) is not None}
+        self.submitted = float(self.headers.get("aurum_submitted_at") or 0)
+        self.delivery_key = f"aurum:deliveries:{score_image.name}:{self.id}"
+        self.deliveries = 1
+        self.data = b""
+        self.opts = None
+        self.cache_key: str | None = None
+        self.result: Any = None
+        self.settled = False
+        self.outcome = ""
 
 
 @app.task(name="aurum.score_batch", bind=True, base=ScoringTask, throws=(JobFailed,))

@@ -55,10 +55,10 @@ def _wait_seconds(raw: dict[str, Any]) -> float:
     return seconds
 
 
-def _accepted(job_id: str, wait: float):
+def _accepted(job_id: str, record: dict[str, Any], wait: float):
     g.job_id = job_id
     if wait > 0:
-        doc = _jobs().wait(job_id, client_id(), wait)
+        doc = _jobs().wait(job_id, client_id(), wait, record)
         if doc["status"] == "succeeded":
             return jsonify(doc), 200
         if doc["status"] == "failed":
@@ -96,8 +96,8 @@ def score():
     wait = _wait_seconds(raw_options)
     options = load_options(raw_options)  # validate now: a bad option is the client's 400, not a failed job
     probe(data, _settings())  # size, format and header checks before the job is accepted
-    job_id = _jobs().submit([data], options, batch=False, owner=client_id())
-    return _accepted(job_id, wait)
+    job_id, record = _jobs().submit([data], options, batch=False, owner=client_id())
+    return _accepted(job_id, record, wait)
 
 
 @blp.route("/score/batch", methods=["POST"])
@@ -124,8 +124,8 @@ def score_batch():
             exc.details = {**exc.details, "index": i}
             exc.message = f"Image {i}: {exc.message}"
             raise
-    job_id = _jobs().submit(images, options, batch=True, owner=client_id())
-    return _accepted(job_id, wait)
+    job_id, record = _jobs().submit(images, options, batch=True, owner=client_id())
+    return _accepted(job_id, record, wait)
 
 
 @blp.route("/jobs/<job_id>", methods=["GET"], endpoint="job")

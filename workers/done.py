@@ -1,0 +1,37 @@
+"""Job-finished announcements, so that a ``?wait=`` request blocks on Redis instead of polling.
+
+A worker appends an entry to a short Redis stream per job after each run of the job ends (its
+result, or its failure, is already stored then: Celery's ``task_postrun`` comes after the store).
+Waiters ``XREAD BLOCK`` from the last entry they saw: an announcement made before they started
+waiting is still there, and every waiter of a job (coalesced followers too) sees it. A run that
+ends without a final state (a retry, a hand-over to the fallback) also announces; the waiter
+reads the status, finds the job still queued and waits for the next entry.
+"""
+
+from __future__ import annotations
+
+import redis
+
+PREFIX = "aurum:done:"
+TTL = 120  # seconds; waiters arrive within ?wait= (at most AURUM_MAX_WAIT) of each other
+
+
+def announce(pipe: redis.client.Pipeline, job_id: str) -> None:
+    """Queue the announcement on a pipeline (the caller executes it with its other commands)."""
+    key = PREFIX + job_id
+    pipe.xadd(key, {"d": 1}, maxlen=8, approximate=False)
+    pipe.expire(key, TTL)
+
+
+def wait(client: redis.Redis, job_id: str, after: str, timeout: float) -> str:
+    """Block up to ``timeout`` seconds for an entry after ``after`` ("0": any); the id of the
+    newest entry seen, or ``after`` when none came."""
+    block = int(timeout * 1000)
+    if block <= 0:
+        return after
+    reply = client.xread({PREFIX + job_id: after}, count=8, block=block)
+    if not reply:
+        return after
+    _, entries = reply[0]
+    newest = entries[-1][0]
+    return newest.decode() if isinstance(newest, bytes) else newest
