@@ -77,9 +77,11 @@ class Jobs:
                 SUBMISSIONS.labels("single", "coalesced").inc()
                 return job_id, record
         try:
-            for data in images:
-                record["images"].append(self.images.put(data))
-            self._save(job_id, record)
+            with self.redis.pipeline(transaction=False) as pipe:  # images and record: one round trip
+                for data in images:
+                    record["images"].append(self.images.put(data, pipe))
+                self._save(job_id, record, pipe)
+                pipe.execute()
             self._publish(job_id, record)
         except Exception:
             self._cleanup(job_id, record["images"])
@@ -121,9 +123,10 @@ class Jobs:
         REQUEUES.inc()
         self._publish(job_id, record)
 
-    def _save(self, job_id: str, record: dict[str, Any]) -> None:
+    def _save(self, job_id: str, record: dict[str, Any], pipe: redis.client.Pipeline | None = None) -> None:
         key = JOB_PREFIX + job_id
-        self.redis.set(key, sealer().seal(json.dumps(record).encode(), key.encode()), ex=self.settings.result_ttl)
+        (pipe or self.redis).set(key, sealer().seal(json.dumps(record).encode(), key.encode()),
+                                 ex=self.settings.result_ttl)
 
     def _cleanup(self, job_id: str, keys: list[str]) -> None:
         try:

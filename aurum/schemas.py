@@ -48,10 +48,13 @@ class ScoreOptionsSchema(Schema):
         return ScoreOptions(**data)
 
 
+_OPTIONS = ScoreOptionsSchema()  # loading is thread-safe; building a schema costs ~0.2 ms a request
+
+
 def load_options(raw: dict[str, Any] | None) -> ScoreOptions:
     """Validate option values; raise :class:`errors.InvalidOption` with per-field messages."""
     try:
-        return ScoreOptionsSchema().load(raw or {})
+        return _OPTIONS.load(raw or {})
     except ValidationError as exc:
         raise errors.InvalidOption("Invalid options: " + "; ".join(
             f"{k}: {' '.join(map(str, v))}" for k, v in exc.messages.items()), fields=exc.messages) from None

@@ -26,9 +26,10 @@ class ImageStore:
     def from_url(cls, url: str, **kwargs) -> "ImageStore":
         return cls(redis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0), **kwargs)
 
-    def put(self, data: bytes) -> str:
+    def put(self, data: bytes, pipe: redis.client.Pipeline | None = None) -> str:
+        """Store one image under a new random key; on ``pipe`` when given (the caller executes it)."""
         key = PREFIX + secrets.token_hex(16)
-        self.redis.set(key, sealer().seal(data, key.encode()), ex=self.ttl)
+        (pipe or self.redis).set(key, sealer().seal(data, key.encode()), ex=self.ttl)
         return key
 
     def get(self, key: str) -> bytes:
