@@ -124,9 +124,12 @@ class YuNet(Detector):
         nw, nh = max(1, round(w * ratio)), max(1, round(h * ratio))
         pw, ph = -(-nw // 32) * 32, -(-nh // 32) * 32  # pad to a multiple of the largest stride
         resized = cv2.resize(rgb, (nw, nh), interpolation=shrink_interpolation(ratio)) if ratio < 1 else rgb
-        x = np.zeros((1, 3, ph, pw), dtype=np.float32)
-        for channel in range(3):  # plane by plane, RGB -> BGR: 7x faster than a transposed copy
-            x[0, channel, :nh, :nw] = resized[:, :, 2 - channel]
+        padded = (ph, pw) != (nh, nw)
+        x = (np.zeros if padded else np.empty)((1, 3, ph, pw), dtype=np.float32)
+        # RGB -> BGR planes: split into contiguous planes first, then convert each (2.5x faster
+        # than converting the strided channels directly, 7x faster than a transposed copy)
+        for channel, plane in enumerate(reversed(cv2.split(resized))):
+            x[0, channel, :nh, :nw] = plane
         session = self.store.session(self.name)
         names = [o.name for o in session.get_outputs()]
         outputs = dict(zip(names, session.run(None, {session.get_inputs()[0].name: x})))

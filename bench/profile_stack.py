@@ -6,7 +6,9 @@ of clients submits unique selfies with ``?wait=``.
 
 Writes one collapsed-stack file per process group (``api``, ``worker-main``, ``worker-child``)
 and prints, for each, the functions with the most samples (own time and time below them), in
-our code and in the libraries. Needs py-spy (``pip install py-spy``) and ptrace rights.
+our code and in the libraries; idle threads are not sampled, so the shares are of CPU time.
+Needs py-spy (``pip install py-spy``) and ptrace rights; drives the load with wrk when it is
+installed, else with httpx.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from aurum.sealing import new_key  # noqa: E402
-from load import Bench, tree  # noqa: E402
+from load import Bench, tree, wrk  # noqa: E402
 from pipeline import selfies  # noqa: E402
 
 os.environ.setdefault("AURUM_ENCRYPTION_KEYS", new_key("bench"))
@@ -79,9 +81,11 @@ def main() -> int:
                     target = out / f"{name}-{pid}.txt"
                     spies.append((name, target, subprocess.Popen(
                         ["py-spy", "record", "--pid", str(pid), "--duration", str(int(args.seconds)),
-                         "--rate", "200", "--format", "raw", "--nonblocking", "--output", str(target)],
+                         "--rate", "100", "--format", "raw", "--output", str(target)],
                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)))
-            row = asyncio.run(bench.closed_loop(args.clients, args.seconds))
+            # wrk when installed (its CPU cost beside the service is ~0.1 ms a request), else httpx
+            row = wrk(bench, images[:300], args.seconds, args.clients) or asyncio.run(
+                bench.closed_loop(args.clients, args.seconds))
             for _, _, spy in spies:
                 spy.wait(60)
             print(f"{row['images_per_s']}/s, p50 {row['p50_ms']} ms, CPU ms/image {row['cpu_ms_per_image']}")
