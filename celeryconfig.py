@@ -35,7 +35,10 @@ task_soft_time_limit = _s.task_soft_time_limit
 task_time_limit = _s.task_time_limit
 # Redis redelivers unacknowledged messages after the visibility timeout: keep it above the hard
 # time limit so a slow job is never delivered twice while it is still running.
-broker_transport_options = {"visibility_timeout": _s.task_time_limit * 4}
+# A worker that dies holds up to AURUM_MICRO_BATCH x concurrency reserved messages: kombu
+# restores them once they are older than the visibility timeout, in a sweep that by default runs
+# only every 10 x 10 s; every 10 s here (one ZRANGE on a small index).
+broker_transport_options = {"visibility_timeout": _s.task_time_limit * 4, "unacked_restore_throttle": 1}
 # Fail fast when Redis is down: the API must answer 503 within a second, not hang.
 broker_connection_timeout = 1.0
 task_publish_retry_policy = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
