@@ -214,7 +214,7 @@ def wrk(bench: "Bench", images: list[bytes], seconds: float, connections: int = 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=8.0)
-    parser.add_argument("--rates", default="0.2,0.4,0.5,0.6,0.8", help="fractions of the measured peak")
+    parser.add_argument("--rates", default="0.2,0.4,0.5,0.6,0.8,1.0,1.2", help="fractions of the measured peak")
     parser.add_argument("--json", default=None)
     parser.add_argument("--plot", default=None)
     args = parser.parse_args()
@@ -311,9 +311,13 @@ def plot(report: dict, path: Path) -> None:
     a.plot(offered, [r["achieved_per_s"] for r in rows], "o-", label="achieved")
     a.plot(offered, offered, ":", color="grey", label="offered")
     a.axhline(report["ceiling_images_per_s"], color="red", ls="--", label="in-process ceiling")
+    for (mode, row), marker in zip(report.get("micro_batching", {}).items(), "sD^"):
+        peak = row.get("wrk", row)
+        a.axhline(peak["images_per_s"], color="grey", lw=0.8, ls=(0, (1, 3)))
+        a.plot([max(offered)], [peak["images_per_s"]], marker, label=f"saturation, {mode}")
     a.set_xlabel("offered load (jobs/s)")
     a.set_ylabel("throughput (jobs/s)")
-    a.legend()
+    a.legend(fontsize=8, loc="lower right")
     for key in ("p50_ms", "p95_ms", "p99_ms"):
         b.plot(offered, [r[key] for r in rows], "o-", label=key.replace("_ms", ""))
     b.axhline(200, color="red", ls="--", label="200 ms")

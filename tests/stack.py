@@ -12,7 +12,7 @@ from pathlib import Path
 
 import requests
 
-from .redis_server import RedisServer, free_port
+from .redis_server import RedisServer, free_port, free_port_range
 from .test_deploy import procfile
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,7 +27,7 @@ class Stack:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         bin_dir = Path(sys.executable).parent
-        metrics_port = free_port()
+        metrics_port = free_port_range(2)  # one exporter per pool child
         self.worker_metrics = [f"http://127.0.0.1:{metrics_port + i}/metrics" for i in range(2)]  # per child
         self.env = {**os.environ, "AURUM_REDIS_URL": f"{self.redis.url}/0", "AURUM_RESULT_TTL": str(result_ttl),
                     "AURUM_WORKER_METRICS_PORT": str(metrics_port), "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}"}

@@ -21,6 +21,16 @@ def fresh_cache(worker):
     runtime.cache().clear()
 
 
+def released(key: str, timeout: float = 5.0) -> bool:
+    """The worker deletes a job's image right after storing its outcome: wait for it."""
+    from workers import runtime
+
+    deadline = time.monotonic() + timeout
+    while runtime.images().redis.exists(key) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return not runtime.images().redis.exists(key)
+
+
 def put(data: bytes) -> str:
     from workers import runtime
 
@@ -28,7 +38,6 @@ def put(data: bytes) -> str:
 
 
 def test_score_image_equals_in_process_result_and_deletes_the_image(worker, pipeline, fresh_cache) -> None:
-    from workers import runtime
     from workers.tasks import score_image
 
     key = put(photo_bytes("astronaut.png"))
@@ -39,7 +48,7 @@ def test_score_image_equals_in_process_result_and_deletes_the_image(worker, pipe
         doc.pop("timings_ms")
     assert result.pop("cached") is False
     assert result == local
-    assert runtime.images().redis.exists(key) == 0
+    assert released(key)
 
 
 @pytest.mark.parametrize("data,code", [
@@ -48,7 +57,6 @@ def test_score_image_equals_in_process_result_and_deletes_the_image(worker, pipe
     (photo_bytes("rocket.jpg")[:4000], "CORRUPT_IMAGE"),
 ])
 def test_bad_images_fail_at_once_with_their_code(worker, data: bytes, code: str) -> None:
-    from workers import runtime
     from workers.tasks import JobFailed, score_image
 
     key = put(data)
@@ -57,7 +65,7 @@ def test_bad_images_fail_at_once_with_their_code(worker, data: bytes, code: str)
         async_result.get(timeout=30)
     assert info.value.code == code
     assert async_result.state == "FAILURE"
-    assert runtime.images().redis.exists(key) == 0
+    assert released(key)
 
 
 def test_expired_image(worker) -> None:
@@ -142,7 +150,7 @@ def test_exhausted_retries_go_to_the_fallback(worker, monkeypatch, fresh_cache) 
     assert len(result["faces"]) == 1 and result["faces"][0]["score"]["model"].startswith("fallback_haar@")
     x, y, w, h = result["faces"][0]["box"]
     assert np.allclose([x + w / 2, y + h / 2], [223, 120], atol=10)  # the same face, found by Haar
-    assert runtime.images().redis.exists(key) == 0
+    assert released(key)
 
 
 def test_models_that_cannot_load_go_straight_to_the_fallback(worker, tmp_path, monkeypatch, settings) -> None:
@@ -178,7 +186,8 @@ def test_redelivered_job_becomes_a_dead_letter(worker) -> None:
         score_image.apply_async(args=(put(photo_bytes("astronaut.png")),), task_id=job_id).get(timeout=30)
     assert info.value.code == "POISON_MESSAGE"
     assert job_id.encode() in store.lrange(DEAD_LETTERS, 0, -1)
-    assert not store.keys("aurum:image:*"), "a dead-lettered job's image must not linger"
+    assert all(released(k.decode()) for k in store.keys("aurum:image:*")), \
+        "a dead-lettered job's image must not linger"
 
 
 def test_messages_carry_keys_not_images(worker) -> None:

@@ -379,27 +379,23 @@ class MicroBatch:
         job.result, job.outcome = outcome, "failed"
 
     def _finish(self) -> list[str]:
-        """Release what ended jobs leave behind (images, in-flight claims) before their results
-        appear, store the results, then wake the API requests waiting for them; count and log
-        every outcome."""
+        """Store the ended jobs' outcomes, then release what they leave behind (images, in-flight
+        claims) and wake the API requests waiting for them: one round trip for the last two.
+        Storing first means a job whose outcome could not be stored (Redis failed) still has its
+        image when it runs again; an image whose release failed expires with its TTL. Count and
+        log every outcome; return the ids whose outcome is not stored (the caller re-queues them)."""
         elapsed = time.time() - self.started
-        ended = [job for job in self.jobs if job.settled and job.outcome in ("succeeded", "failed")]
-        try:
-            with self.redis.pipeline(transaction=False) as pipe:
-                for job in ended:
-                    pipe.delete(job.image_key)
-                    if job.cache_key and runtime.cache() is not None:
-                        pipe.delete(INFLIGHT + job.cache_key)
-                pipe.execute()
-        except redis.RedisError:  # the TTLs remove them anyway
-            log.warning("could not release %d job(s)' images", len(ended))
         backend, unstored = self.task.backend, []
-        for job in ended:
+        ended = []
+        for job in self.jobs:
+            if not (job.settled and job.outcome in ("succeeded", "failed")):
+                continue
             try:  # (no errbacks: nothing links callbacks to these jobs, and batch requests lack them)
                 if job.outcome == "succeeded":
                     backend.mark_as_done(job.id, job.result, request=job.request)
                 else:
                     backend.mark_as_failure(job.id, job.result, request=job.request, call_errbacks=False)
+                ended.append(job)
             except (redis.ConnectionError, redis.TimeoutError):
                 unstored.append(job.id)
             except Exception:  # one job's store must not keep the others from theirs
@@ -407,12 +403,16 @@ class MicroBatch:
                 unstored.append(job.id)
         try:
             with self.redis.pipeline(transaction=False) as pipe:
+                for job in ended:
+                    pipe.delete(job.image_key)
+                    if job.cache_key and runtime.cache() is not None:
+                        pipe.delete(INFLIGHT + job.cache_key)
                 for job in self.jobs:
-                    if job.settled:
+                    if job.settled and job.id not in unstored:
                         done.announce(pipe, job.id)
                 pipe.execute()
-        except redis.RedisError:  # waiters re-read the status every half second anyway
-            log.warning("could not announce %d job(s)", len(self.jobs))
+        except redis.RedisError:  # images expire with their TTL; waiters re-read every half second
+            log.warning("could not release or announce %d job(s)", len(self.jobs))
         for job in self.jobs:
             if not job.settled or job.outcome == "duplicate":
                 continue
