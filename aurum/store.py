@@ -151,7 +151,12 @@ class ModelStore:
         path = self.path(name)
         self._check(name, path)
         options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL  # BASIC/EXTENDED: ~1.7x slower
+        # Input shapes change from image to image (the detector's follows each photo's size,
+        # FaceMesh's batch follows the faces of a micro-batch): a memory-pattern plan, made for
+        # fixed shapes, is rebuilt each time; without it the fast profile took 0.90, 0.93 and
+        # 1.00 of the time in three runs of bench/ort_options.py.
+        options.enable_mem_pattern = False
         options.log_severity_level = 3
         if self.threads:
             options.intra_op_num_threads = self.threads
