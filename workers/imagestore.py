@@ -38,6 +38,13 @@ class ImageStore:
             raise ImageExpired(key)
         return sealer().unseal(blob, key.encode())
 
+    def get_many(self, keys: list[str]) -> list[bytes | None]:
+        """Several images in one round trip; None where a key is gone."""
+        if not keys:
+            return []
+        blobs = self.redis.mget(keys)
+        return [None if blob is None else sealer().unseal(blob, key.encode()) for key, blob in zip(keys, blobs)]
+
     def delete(self, *keys: str) -> None:
         if keys:
             self.redis.delete(*keys)

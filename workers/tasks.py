@@ -24,7 +24,6 @@ from aurum import errors, fallback, logs
 from aurum.cache import INFLIGHT, cache_key
 from aurum.config import Settings
 from aurum.schemas import load_options
-from aurum.sealing import sealer
 
 from . import chaos, done, metrics, runtime
 from .app import app
@@ -60,22 +59,35 @@ def backoff(retries: int, base: float = 0.5, cap: float = 10.0) -> float:
     return random.uniform(0, min(cap, base * 2 ** retries))
 
 
+def delivery_key(task_name: str, job_id: str) -> str:
+    """The counter of a job's executions (deliveries plus our own retries)."""
+    return f"aurum:deliveries:{task_name}:{job_id}"
+
+
+def set_aside(store: redis.Redis, job_id: str, deliveries: int) -> JobFailed:
+    """Dead-letter a job whose message keeps killing its worker; its final failure."""
+    store.lpush(DEAD_LETTERS, job_id)
+    return JobFailed("POISON_MESSAGE", f"The job was delivered {deliveries - 1} times and its worker died "
+                     "each time; it has been set aside.", {"deliveries": deliveries - 1})
+
+
+def image_expired() -> JobFailed:
+    return JobFailed("IMAGE_EXPIRED", "The uploaded image expired before a worker took the job.")
+
+
 class ScoringTask(Task):
     abstract = True
 
     def count_delivery(self) -> None:
         """Fail a job whose message keeps coming back (its image kills the worker) instead of
         letting it loop forever. Executions minus our own retries = deliveries."""
-        key = f"aurum:deliveries:{self.name}:{self.request.id}"
+        key = delivery_key(self.name, self.request.id)
         store = runtime.images().redis
         attempts = store.incr(key)
         store.expire(key, 24 * 3600)
         deliveries = attempts - (self.request.retries or 0)
         if deliveries > MAX_DELIVERIES:
-            store.lpush(DEAD_LETTERS, self.request.id)
-            raise JobFailed("POISON_MESSAGE",
-                            f"The job was delivered {deliveries - 1} times and its worker died each time; "
-                            "it has been set aside.", {"deliveries": deliveries - 1})
+            raise set_aside(store, self.request.id, deliveries)
 
 
 class FallbackHandover(Exception):
@@ -107,7 +119,7 @@ def job_outcome(task: ScoringTask, keys: tuple[str, ...], options: dict | None, 
             yield
             outcome = "succeeded"
         except ImageExpired:
-            raise JobFailed("IMAGE_EXPIRED", "The uploaded image expired before a worker took the job.") from None
+            raise image_expired() from None
         except SoftTimeLimitExceeded:
             limit = task.soft_time_limit or app.conf.task_soft_time_limit
             raise JobFailed("TIMEOUT", f"The job exceeded its time limit ({limit} s).") from None
@@ -187,14 +199,8 @@ def _batch_items(results: list, missing: set[int]) -> list[dict[str, Any]]:
 
 
 def _fetch(keys: list[str]) -> tuple[list[bytes], set[int]]:
-    datas, missing = [], set()
-    for i, key in enumerate(keys):
-        try:
-            datas.append(runtime.images().get(key))
-        except ImageExpired:
-            missing.add(i)
-            datas.append(b"")
-    return datas, missing
+    found = runtime.images().get_many(keys)
+    return [data or b"" for data in found], {i for i, data in enumerate(found) if data is None}
 
 
 CACHEABLE_KINDS = {"input", "too_large", "unsupported", "unprocessable"}  # deterministic for an image
@@ -293,24 +299,16 @@ class MicroBatch:
                 job.settled = True  # its result was stored before the batch was lost
                 job.outcome = "duplicate"
             elif job.deliveries > MAX_DELIVERIES:
-                self.redis.lpush(DEAD_LETTERS, job.id)
                 metrics.DEAD_LETTERS.inc()
-                self._settle(job, JobFailed(
-                    "POISON_MESSAGE", f"The job was delivered {job.deliveries - 1} times and its worker died "
-                    "each time; it has been set aside.", {"deliveries": job.deliveries - 1}))
+                self._settle(job, set_aside(self.redis, job.id, job.deliveries))
 
     def _fetch_images(self) -> None:
         jobs = self._open()
-        with self.redis.pipeline(transaction=False) as pipe:
-            for job in jobs:
-                pipe.get(job.image_key)
-            blobs = pipe.execute()
-        for job, blob in zip(jobs, blobs):
-            if blob is None:
-                self._settle(job, JobFailed("IMAGE_EXPIRED",
-                                            "The uploaded image expired before a worker took the job."))
+        for job, data in zip(jobs, runtime.images().get_many([job.image_key for job in jobs])):
+            if data is None:
+                self._settle(job, image_expired())
             else:
-                job.data = sealer().unseal(blob, job.image_key.encode())
+                job.data = data
 
     def _score(self, group: list["_Job"]) -> None:
         try:
@@ -444,7 +442,7 @@ class _Job:
         self.retries: int = info.get("retries") or 0
         self.headers = {name: info[name] for name in HEADERS if info.get(name) is not None}
         self.submitted = float(self.headers.get("aurum_submitted_at") or 0)
-        self.delivery_key = f"aurum:deliveries:{score_image.name}:{self.id}"
+        self.delivery_key = delivery_key(score_image.name, self.id)
         self.deliveries = 1
         self.data = b""
         self.opts = None
