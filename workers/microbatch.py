@@ -85,15 +85,19 @@ class MicroBatchTask(Batches):
 
     def _dispatch(self, requests: list) -> None:
         self._in_flight += 1
-        settled = False
+        pending = [True]  # the pool calls one of the two callbacks; count the batch's end once
+
+        def ended() -> bool:
+            if not pending:
+                return False
+            pending.clear()
+            self._in_flight -= 1
+            return True
 
         def returned(outcome: Any) -> None:
-            nonlocal settled
-            if settled:
+            if not ended():
                 return
-            settled = True
-            self._in_flight -= 1
-            requeue = set((outcome or {}).get("requeue", ())) if isinstance(outcome, dict) else set()
+            requeue = set(outcome.get("requeue", ())) if isinstance(outcome, dict) else set()
             for request in requests:
                 if request.id in requeue:
                     request.reject(requeue=True)
@@ -102,11 +106,8 @@ class MicroBatchTask(Batches):
             self._more()
 
         def lost(exc_info: Any) -> None:
-            nonlocal settled
-            if settled:
+            if not ended():
                 return
-            settled = True
-            self._in_flight -= 1
             exc = getattr(exc_info, "exception", exc_info)
             if isinstance(exc, TimeLimitExceeded):
                 self._timed_out(requests)
