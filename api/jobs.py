@@ -176,9 +176,6 @@ class Jobs:
         record = record or self.record(job_id, owner)  # a cache hit is answered without Redis
         effective = record.get("follows", job_id)
         seen = "0"
-        if "cached" not in record and "follows" not in record and time.time() - record["created_at"] < 0.05:
-            # just published: nothing to read yet; block on the announcement straight away
-            seen = done.wait(self.redis, effective, seen, min(timeout, WAIT_SLICE))
         while True:
             doc = self._status(job_id, record)
             left = deadline - time.monotonic()

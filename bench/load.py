@@ -230,9 +230,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         report["micro_batching"] = {}
         for mode, env in MODES.items():
-            stack = Stack(Path(tmp) / f"mode{len(report['micro_batching'])}", extra_env={**nocache, **env})
-            try:
-                stack.wait_ready()
+            with Stack(Path(tmp) / f"mode{len(report['micro_batching'])}", extra_env={**nocache, **env}) as stack:
                 bench = Bench(stack, images)
                 asyncio.run(bench.closed_loop(8, 2.0))  # warm-up
                 lone = asyncio.run(bench.closed_loop(1, args.seconds / 2))
@@ -272,11 +270,7 @@ def main() -> int:
                           f"request, CPU ms/image {row['cpu_ms_per_image']}")
                 report["worker_child_rss_mb"] = [round(rss_mb(p), 1) for p in stack.worker_children()]
                 print(f"worker child RSS: {report['worker_child_rss_mb']} MB")
-            finally:
-                stack.stop()
-        cached = Stack(Path(tmp) / "cache", extra_env=unlimited)  # cache on (the default)
-        try:
-            cached.wait_ready()
+        with Stack(Path(tmp) / "cache", extra_env=unlimited) as cached:  # cache on (the default)
             bench = Bench(cached, images)
             asyncio.run(bench.closed_loop(1, 1.0, same_image=images[0]))  # computed once, then cached
             hit = asyncio.run(bench.closed_loop(16, args.seconds, same_image=images[0]))
@@ -289,8 +283,6 @@ def main() -> int:
                 report["cache_hits_wrk"] = hit
                 print(f"cache hits (wrk, 16 connections): {hit['requests_per_s']}/s, p50 {hit['p50_ms']} "
                       f"p99 {hit['p99_ms']} ms, non-2xx {hit['non_2xx']}, CPU ms/request {hit['cpu_ms_per_image']}")
-        finally:
-            cached.stop()
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")

@@ -68,9 +68,7 @@ def main() -> int:
              "AURUM_LOG_LEVEL": "WARNING", "AURUM_CACHE_TTL": "0",
              **dict(kv.split("=", 1) for kv in args.env)}
     with tempfile.TemporaryDirectory() as tmp:
-        stack = Stack(Path(tmp), extra_env=extra)
-        try:
-            stack.wait_ready()
+        with Stack(Path(tmp), extra_env=extra) as stack:
             bench = Bench(stack, images)
             asyncio.run(bench.closed_loop(8, 2.0))  # warm-up
             web, worker = stack.procs
@@ -89,8 +87,6 @@ def main() -> int:
             for _, _, spy in spies:
                 spy.wait(60)
             print(f"{row['images_per_s']}/s, p50 {row['p50_ms']} ms, CPU ms/image {row['cpu_ms_per_image']}")
-        finally:
-            stack.stop()
     merged: dict[str, list[str]] = collections.defaultdict(list)
     for name, target, _ in spies:
         if target.exists():

@@ -83,6 +83,19 @@ class Stack:
             time.sleep(0.3)
         raise AssertionError("the stack did not become ready")
 
+    def __enter__(self) -> "Stack":
+        """``with Stack(...) as stack:``: ready on entry (stopped again if it never gets ready),
+        stopped on exit."""
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
     def stop(self) -> None:
         self._stopping.set()
         self._supervisor.join()

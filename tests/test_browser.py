@@ -18,12 +18,8 @@ ARTIFACTS = Path(os.environ.get("AURUM_TEST_ARTIFACTS", ROOT / "test-artifacts")
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    s = Stack(tmp_path_factory.mktemp("browser-stack"))
-    try:
-        s.wait_ready()
+    with Stack(tmp_path_factory.mktemp("browser-stack")) as s:
         yield s
-    finally:
-        s.stop()
 
 
 @pytest.fixture(scope="module")

@@ -18,12 +18,8 @@ from .test_cache import unique_photo
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    s = Stack(tmp_path_factory.mktemp("client-stack"), appendonly=True)  # AOF: keys survive a restart
-    try:
-        s.wait_ready()
+    with Stack(tmp_path_factory.mktemp("client-stack"), appendonly=True) as s:  # AOF: keys survive a restart
         yield s
-    finally:
-        s.stop()
 
 
 @pytest.fixture

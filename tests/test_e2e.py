@@ -15,12 +15,8 @@ from .stack import RESULT_TTL, Stack
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    s = Stack(tmp_path_factory.mktemp("stack"), result_ttl=RESULT_TTL)
-    try:
-        s.wait_ready()
+    with Stack(tmp_path_factory.mktemp("stack"), result_ttl=RESULT_TTL) as s:
         yield s
-    finally:
-        s.stop()
 
 
 def submit(stack: Stack, data: bytes, **params) -> requests.Response:

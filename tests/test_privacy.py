@@ -25,9 +25,7 @@ def files_under(root: Path) -> list[Path]:
 @pytest.mark.parametrize("encryption", ["on", "off"])
 def test_photo_and_embedding_never_at_rest_in_clear(tmp_path, encryption: str) -> None:
     env = {} if encryption == "on" else {"AURUM_ENCRYPTION_KEYS": "off"}
-    stack = Stack(tmp_path, appendonly=True, extra_env=env)
-    try:
-        stack.wait_ready()
+    with Stack(tmp_path, appendonly=True, extra_env=env) as stack:
         photo = unique_photo(900 if encryption == "on" else 901)
         response = stack.http.post(stack.base + "/api/ml/score", files={"image": ("p", photo)},
                                    data={"return_embedding": "true"}, params={"wait": 20}, timeout=30)
@@ -38,8 +36,6 @@ def test_photo_and_embedding_never_at_rest_in_clear(tmp_path, encryption: str) -
         assert batch.status_code == 200
         subprocess.run(["redis-cli", "-p", str(stack.redis.port), "SAVE"], capture_output=True, check=True)
         time.sleep(1.5)  # appendfsync everysec
-    finally:
-        stack.stop()
     needles = {
         "photo bytes": photo[4000:4048],
         "photo base64": base64.b64encode(photo[3000:3060]).decode().encode()[8:72],

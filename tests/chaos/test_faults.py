@@ -24,17 +24,13 @@ JOBS = int(os.environ.get("AURUM_CHAOS_JOBS", "150"))
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     chaos = {"crash": [sha(POISON)], "sleep": {sha(HUNG): 60}}
-    s = Stack(tmp_path_factory.mktemp("chaos"), extra_env={
+    with Stack(tmp_path_factory.mktemp("chaos"), extra_env={
         "AURUM_CHAOS": json.dumps(chaos), "AURUM_TASK_SOFT_TIME_LIMIT": "2", "AURUM_TASK_TIME_LIMIT": "10",
         # A worker SIGKILLed just as Redis hands it a message (kombu pops before it records the
         # message as unacknowledged) loses that message; the API publishes such a job again
         # when its status is read past this many seconds (seen once in a 1,000-job run).
-        "AURUM_REQUEUE_AFTER": "15"})
-    try:
-        s.wait_ready()
+        "AURUM_REQUEUE_AFTER": "15"}) as s:
         yield s
-    finally:
-        s.stop()
 
 
 def test_poison_image_is_dead_lettered_and_the_queue_goes_on(stack) -> None:

@@ -17,16 +17,12 @@ from .common import record, settle, submit
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    s = Stack(tmp_path_factory.mktemp("outage"), appendonly=True, fsync="always",
-              extra_env={"AURUM_REQUEUE_AFTER": "15",  # a message popped as Redis died is published again
-                         # a job whose worker lost Redis mid-task comes back after the visibility
-                         # timeout (4 x the hard limit): keep it short for a bounded test
-                         "AURUM_TASK_SOFT_TIME_LIMIT": "5", "AURUM_TASK_TIME_LIMIT": "8"})
-    try:
-        s.wait_ready()
+    with Stack(tmp_path_factory.mktemp("outage"), appendonly=True, fsync="always",
+               extra_env={"AURUM_REQUEUE_AFTER": "15",  # a message popped as Redis died is published again
+                          # a job whose worker lost Redis mid-task comes back after the visibility
+                          # timeout (4 x the hard limit): keep it short for a bounded test
+                          "AURUM_TASK_SOFT_TIME_LIMIT": "5", "AURUM_TASK_TIME_LIMIT": "8"}) as s:
         yield s
-    finally:
-        s.stop()
 
 
 def test_redis_crash_and_restart(stack) -> None:

@@ -30,13 +30,9 @@ def rss_mb(pid: int) -> float:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    s = Stack(tmp_path_factory.mktemp("soak"), extra_env={"AURUM_CACHE_TTL": "0",  # every job runs the models
-                                                          "AURUM_RATE_LIMIT": "100000/minute;5000/second"})
-    try:
-        s.wait_ready()
+    with Stack(tmp_path_factory.mktemp("soak"), extra_env={"AURUM_CACHE_TTL": "0",  # every job runs the models
+                                                           "AURUM_RATE_LIMIT": "100000/minute;5000/second"}) as s:
         yield s
-    finally:
-        s.stop()
 
 
 def test_worker_memory_is_flat_under_steady_load(stack) -> None:
