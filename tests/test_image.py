@@ -136,6 +136,46 @@ def test_exif_orientation_is_applied(orientation: int, rotate: int, s: Settings)
     assert np.abs(img.rgb.astype(int) - upright).mean() < 4
 
 
+@pytest.mark.parametrize("orientation", range(1, 9))
+@pytest.mark.parametrize("quality,subsampling", [(95, 0), (80, 2)])
+def test_both_jpeg_decoders_give_the_same_pixels(orientation: int, quality: int, subsampling: int,
+                                                 s: Settings, monkeypatch) -> None:
+    """OpenCV decodes complete colour JPEGs, Pillow everything else: same pixels, same orientation."""
+    import aurum.image as image
+
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buf = io.BytesIO()
+    Image.fromarray(photo_rgb("astronaut.png")[:, :400]).save(buf, "JPEG", quality=quality, subsampling=subsampling,
+                                                              exif=exif.tobytes())
+    used = []
+    direct = image._decode_direct
+    monkeypatch.setattr(image, "_decode_direct", lambda *a: used.append(1) or direct(*a))
+    fast = decode_image(buf.getvalue(), s)
+    assert used and direct(buf.getvalue(), image.probe(buf.getvalue(), s), s) is not None
+    monkeypatch.setattr(image, "_decode_direct", lambda *a: None)
+    slow = decode_image(buf.getvalue(), s)
+    assert np.array_equal(fast.rgb, slow.rgb) and fast.rgb.flags.c_contiguous
+    assert (fast.width, fast.height, fast.scale) == (slow.width, slow.height, slow.scale)
+
+
+def test_only_complete_colour_jpegs_at_working_size_take_the_direct_decoder(s: Settings) -> None:
+    from aurum.image import _decode_direct, probe
+
+    def direct(data: bytes, settings: Settings = s) -> bool:
+        return _decode_direct(data, probe(data, settings), settings) is not None
+
+    jpeg = encode(photo_rgb("astronaut.png"), "JPEG", quality=90)
+    assert direct(jpeg)
+    assert not direct(jpeg + b"trailing bytes")                      # Pillow reads past the end marker
+    assert not direct(encode(photo_rgb("camera.png")[..., 0], "JPEG"))  # greyscale
+    assert not direct(photo_bytes("astronaut.png"))                   # PNG
+    assert not direct(jpeg, Settings.from_env(work_max_side=256))     # needs DCT reduction
+    cut = jpeg[:len(jpeg) // 2] + b"\xff\xd9"  # cut, end marker glued on: libjpeg pads it in both
+    assert direct(cut)
+    assert np.array_equal(decode_image(cut, s).rgb, np.asarray(Image.open(io.BytesIO(cut)).convert("RGB")))
+
+
 def test_absurd_exif_orientation_is_ignored(s: Settings) -> None:
     exif = Image.Exif()
     exif[0x0112] = 77
