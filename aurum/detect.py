@@ -124,8 +124,9 @@ class YuNet(Detector):
         nw, nh = max(1, round(w * ratio)), max(1, round(h * ratio))
         pw, ph = -(-nw // 32) * 32, -(-nh // 32) * 32  # pad to a multiple of the largest stride
         resized = cv2.resize(rgb, (nw, nh), interpolation=shrink_interpolation(ratio)) if ratio < 1 else rgb
-        padded = (ph, pw) != (nh, nw)
-        x = (np.zeros if padded else np.empty)((1, 3, ph, pw), dtype=np.float32)
+        x = np.empty((1, 3, ph, pw), dtype=np.float32)
+        x[:, :, nh:] = 0  # the padding only
+        x[:, :, :nh, nw:] = 0
         # RGB -> BGR planes: split into contiguous planes first, then convert each (2.5x faster
         # than converting the strided channels directly, 7x faster than a transposed copy)
         for channel, plane in enumerate(reversed(cv2.split(resized))):
@@ -134,12 +135,17 @@ class YuNet(Detector):
         names = [o.name for o in session.get_outputs()]
         outputs = dict(zip(names, session.run(None, {session.get_inputs()[0].name: x})))
         boxes, points, scores = [], [], []
+        # Scores are sqrt(cls * obj), both sigmoids: pick candidates on the product, one pass
+        # over every anchor, and compute exact scores for those few only.
+        candidate = threshold * threshold * (1 - 1e-6)
         for stride in self.strides:
             cols = pw // stride
             cls = outputs[f"cls_{stride}"].reshape(-1)
             obj = outputs[f"obj_{stride}"].reshape(-1)
-            score = np.sqrt(np.clip(cls, 0, 1) * np.clip(obj, 0, 1))
-            keep = np.nonzero(score >= threshold)[0]
+            keep = np.flatnonzero(cls * obj >= candidate) if threshold > 0 else np.arange(len(cls))
+            score = np.sqrt(np.clip(cls[keep], 0, 1) * np.clip(obj[keep], 0, 1))
+            exact = score >= threshold
+            keep, score = keep[exact], score[exact]
             if not len(keep):
                 continue
             bbox = outputs[f"bbox_{stride}"].reshape(-1, 4)[keep].astype(np.float64)
@@ -152,7 +158,7 @@ class YuNet(Detector):
             pts[:, :, 0] = (pts[:, :, 0] + col[:, None]) * stride
             pts[:, :, 1] = (pts[:, :, 1] + row[:, None]) * stride
             points.append(pts)
-            scores.append(score[keep])
+            scores.append(score)
         if not scores:
             return []
         boxes_a, points_a, scores_a = np.concatenate(boxes), np.concatenate(points), np.concatenate(scores)

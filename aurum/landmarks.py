@@ -7,13 +7,14 @@ rotated so the eyes are level, 192 x 192 RGB in [0, 1], border replicated.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import cv2
 import numpy as np
 
 from .detect import Detection
 from .geometry import planar
-from .regions import LEFT_EYE, MOUTH_LEFT, MOUTH_RIGHT, NOSE_TIP, RIGHT_EYE
+from .regions import FACE_OVAL, LEFT_EYE, MOUTH_LEFT, MOUTH_RIGHT, NOSE_TIP, RIGHT_EYE, crop_mask
 from .store import ModelStore
 
 SIZE = 192
@@ -30,6 +31,16 @@ class Mesh:
     presence: float         # the model's face-presence probability
     crop: np.ndarray        # the 192 x 192 RGB crop it was computed on (for quality metrics)
     crop_to_image: np.ndarray  # 2x3 affine
+    crop_points: np.ndarray  # [468, 2] the same points in the crop's pixels
+
+    # The crop's grey levels and face-oval mask, shared by the texture feature and the quality checks.
+    @cached_property
+    def grey(self) -> np.ndarray:
+        return cv2.cvtColor(self.crop, cv2.COLOR_RGB2GRAY)
+
+    @cached_property
+    def face_mask(self) -> np.ndarray:
+        return crop_mask(self, FACE_OVAL)
 
     def five_points(self) -> np.ndarray:
         """Eye centres, nose tip, mouth corners: the order of the ArcFace/SFace template."""
@@ -107,10 +118,9 @@ class FaceMesh:
         raw, presence = self.store.session(self.name).run(["landmarks", "presence"], {"image": x})
         raw = raw.reshape(len(crops), 468, 3).astype(np.float64)
         presence = 1.0 / (1.0 + np.exp(-np.clip(presence.reshape(-1).astype(np.float64), -100, 100)))
-        meshes = []
-        for pts, p, crop, m in zip(raw, presence, crops, transforms):
-            image_pts = np.empty_like(pts)
-            image_pts[:, :2] = pts[:, :2] @ m[:, :2].T + m[:, 2]
-            image_pts[:, 2] = pts[:, 2] * np.sqrt(abs(np.linalg.det(m[:, :2])))
-            meshes.append(Mesh(points=image_pts, presence=float(p), crop=crop, crop_to_image=m))
-        return meshes
+        affine = np.stack(transforms)                                   # [N, 2, 3]
+        image_pts = np.empty_like(raw)
+        image_pts[:, :, :2] = raw[:, :, :2] @ affine[:, :, :2].transpose(0, 2, 1) + affine[:, None, :, 2]
+        image_pts[:, :, 2] = raw[:, :, 2] * np.sqrt(np.abs(np.linalg.det(affine[:, :, :2])))[:, None]
+        return [Mesh(points=image_pts[i], presence=float(presence[i]), crop=crops[i], crop_to_image=transforms[i],
+                     crop_points=raw[i, :, :2]) for i in range(len(crops))]

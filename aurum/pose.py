@@ -34,9 +34,9 @@ def fit_rotation(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, float]:
     s = src - src.mean(0)
     d = dst - dst.mean(0)
     u, sig, vt = np.linalg.svd(d.T @ s)
-    sign = np.diag([1.0, 1.0, np.sign(np.linalg.det(u @ vt))])
-    rot = u @ sign @ vt
-    scale = float(np.trace(np.diag(sig) @ sign) / (s ** 2).sum())
+    sign = np.array([1.0, 1.0, np.sign(np.linalg.det(u @ vt))])  # no reflections
+    rot = (u * sign) @ vt
+    scale = float((sig * sign).sum() / (s ** 2).sum())
     return rot, scale
 
 

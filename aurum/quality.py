@@ -13,7 +13,7 @@ import numpy as np
 from .config import Settings
 from .landmarks import Mesh
 from .pose import Pose
-from .regions import FACE_OVAL, LEFT_EYE_EAR, RIGHT_EYE_EAR, crop_mask
+from .regions import LEFT_EYE_EAR, RIGHT_EYE_EAR
 
 SHARPNESS_SCALE = 60.0   # Laplacian variance of the 192 px crop that maps to sharpness 0.63
 
@@ -27,11 +27,12 @@ def eye_aspect_ratio(points: np.ndarray, idx: tuple[int, int, int, int, int, int
 
 def assess(mesh: Mesh, pose: Pose, box_size_px: float, image_shape: tuple[int, int],
            settings: Settings) -> dict:
-    grey = cv2.cvtColor(mesh.crop, cv2.COLOR_RGB2GRAY)
-    mask = crop_mask(mesh, FACE_OVAL)
-    face = grey[mask].astype(np.float64) / 255.0 if mask.any() else grey.reshape(-1) / 255.0
-    laplacian = cv2.Laplacian(grey, cv2.CV_64F, ksize=3)
-    lap_var = float(laplacian[mask].var()) if mask.any() else float(laplacian.var())
+    grey, mask = mesh.grey, mesh.face_mask
+    if not mask.any():
+        mask = np.ones_like(mask)
+    face = grey[mask].astype(np.float64) / 255.0
+    laplacian = cv2.Laplacian(grey, cv2.CV_32F, ksize=3)  # integers from uint8: exact in float32
+    lap_var = float(laplacian[mask].var(dtype=np.float64))
     sharpness = 1.0 - float(np.exp(-lap_var / SHARPNESS_SCALE))
 
     h, w = image_shape

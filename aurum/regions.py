@@ -24,15 +24,9 @@ CHEEK_RIGHT, CHEEK_LEFT = 234, 454
 EYE_RIGHT_OUTER, EYE_RIGHT_INNER, EYE_LEFT_INNER, EYE_LEFT_OUTER = 33, 133, 362, 263
 
 
-def crop_points(mesh) -> np.ndarray:
-    """Mesh points in the 192-pixel crop's coordinates."""
-    inverse = cv2.invertAffineTransform(mesh.crop_to_image)
-    return mesh.points[:, :2] @ inverse[:, :2].T + inverse[:, 2]
-
-
 def crop_mask(mesh, region: list[int], exclude: tuple[list[int], ...] = (), erode: int = 0) -> np.ndarray:
     """Boolean mask on the crop: inside ``region``'s polygon, outside every ``exclude`` polygon."""
-    pts = crop_points(mesh)
+    pts = mesh.crop_points
     h, w = mesh.crop.shape[:2]
     mask = np.zeros((h, w), dtype=np.uint8)
     cv2.fillPoly(mask, [np.round(pts[region]).astype(np.int32)], 255)

@@ -15,12 +15,13 @@ on the photo's resolution, and symmetric measures make it invariant to a horizon
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import cv2
 import numpy as np
 
 from ..landmarks import Mesh
-from ..pose import Pose, fit_rotation, frontalise
+from ..pose import Pose, frontalise
 from .. import regions as r
 
 FEATURES = ("symmetry", "averageness", "proportions", "texture")
@@ -38,9 +39,18 @@ class FaceGeometry:
         return cls(mean_shape=np.asarray(data["mean_shape"], dtype=np.float64),
                    mirror=np.asarray(data["mirror"], dtype=np.int64))
 
-    @property
+    # What every face is compared with, computed once.
+    @cached_property
     def iod(self) -> float:
         return _iod(self.mean_shape)
+
+    @cached_property
+    def centred(self) -> np.ndarray:
+        return self.mean_shape - self.mean_shape.mean(0)
+
+    @cached_property
+    def proportions(self) -> np.ndarray:
+        return _proportions(self.mean_shape)
 
 
 def _iod(points: np.ndarray) -> float:
@@ -49,35 +59,39 @@ def _iod(points: np.ndarray) -> float:
     return float(np.linalg.norm(right[:2] - left[:2]))
 
 
-def _proportions(p: np.ndarray) -> np.ndarray:
-    def d(a: int, b: int) -> float:
-        return float(np.linalg.norm(p[a, :2] - p[b, :2]))
+# Six facial proportions, each a ratio of two landmark distances (numerator, denominator).
+_RATIOS = (
+    ((r.CHEEK_RIGHT, r.CHEEK_LEFT), (r.FOREHEAD, r.CHIN)),                        # face width : height
+    ((r.EYE_RIGHT_INNER, r.EYE_LEFT_INNER), (r.CHEEK_RIGHT, r.CHEEK_LEFT)),        # eye spacing
+    ((r.EYE_RIGHT_OUTER, r.EYE_RIGHT_INNER), (r.EYE_LEFT_INNER, r.EYE_LEFT_OUTER)),  # eye widths
+    ((r.NOSE_RIGHT, r.NOSE_LEFT), (r.MOUTH_RIGHT, r.MOUTH_LEFT)),                  # nose : mouth width
+    ((r.NOSE_BRIDGE, r.NOSE_TIP), (r.NOSE_TIP, r.CHIN)),                           # middle : lower face
+    ((r.UPPER_LIP, r.CHIN), (r.NOSE_TIP, r.CHIN)),                                 # lower-face thirds
+)
+_RATIO_INDEX = np.array(_RATIOS)  # [6 ratios, numerator/denominator, 2 points]
 
-    face_h = d(r.FOREHEAD, r.CHIN)
-    face_w = d(r.CHEEK_RIGHT, r.CHEEK_LEFT)
-    return np.array([
-        face_w / face_h,                                              # face width : height
-        d(r.EYE_RIGHT_INNER, r.EYE_LEFT_INNER) / face_w,              # eye spacing
-        d(r.EYE_RIGHT_OUTER, r.EYE_RIGHT_INNER) / d(r.EYE_LEFT_INNER, r.EYE_LEFT_OUTER),  # eye widths
-        d(r.NOSE_RIGHT, r.NOSE_LEFT) / d(r.MOUTH_RIGHT, r.MOUTH_LEFT),  # nose : mouth width
-        d(r.NOSE_BRIDGE, r.NOSE_TIP) / d(r.NOSE_TIP, r.CHIN),          # middle : lower face
-        d(r.UPPER_LIP, r.CHIN) / d(r.NOSE_TIP, r.CHIN),                 # lower-face thirds
-    ])
+
+def _proportions(p: np.ndarray) -> np.ndarray:
+    xy = p[:, :2]
+    lengths = np.linalg.norm(xy[_RATIO_INDEX[..., 0]] - xy[_RATIO_INDEX[..., 1]], axis=-1)  # [6, 2]
+    return lengths[:, 0] / lengths[:, 1]
+
+
+_MIRROR_X = np.array([-1.0, 1.0, 1.0])
 
 
 def geometry_features(mesh: Mesh, pose: Pose, geom: FaceGeometry) -> dict[str, float]:
-    canon = frontalise(mesh.points, pose)
+    canon = frontalise(mesh.points, pose)  # centred, in the canonical frame
     iod = geom.iod
-    mirrored = canon[geom.mirror] * np.array([-1.0, 1.0, 1.0])
+    mirrored = canon[geom.mirror] * _MIRROR_X
     symmetry = float(np.linalg.norm(canon - mirrored, axis=1).mean() / (2 * iod))
 
-    mean_c = geom.mean_shape - geom.mean_shape.mean(0)
-    rot, scale = fit_rotation(canon, mean_c)
-    fitted = (canon - canon.mean(0)) @ rot.T * scale
-    averageness = float(np.linalg.norm(fitted - mean_c, axis=1).mean() / iod)
+    # Similarity fit onto the mean face: the pose fit has already rotated the points onto it
+    # (fitting back gives the identity rotation), so only the least-squares scale is left.
+    scale = float((canon * geom.centred).sum() / (canon ** 2).sum())
+    averageness = float(np.linalg.norm(canon * scale - geom.centred, axis=1).mean() / iod)
 
-    ratios = _proportions(canon) / _proportions(geom.mean_shape)
-    proportions = float(np.abs(np.log(ratios)).mean())
+    proportions = float(np.abs(np.log(_proportions(canon) / geom.proportions)).mean())
     return {"symmetry": symmetry, "averageness": averageness, "proportions": proportions}
 
 
@@ -85,7 +99,7 @@ SKIN_EXCLUDE = (r.LIPS_OUTER, r.RIGHT_EYE, r.LEFT_EYE, r.RIGHT_BROW, r.LEFT_BROW
 
 
 def texture_feature(mesh: Mesh) -> float:
-    grey = cv2.cvtColor(mesh.crop, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    grey = mesh.grey.astype(np.float32)
     mask = r.crop_mask(mesh, r.FACE_OVAL, exclude=SKIN_EXCLUDE, erode=5)
     if mask.sum() < 50:
         return 0.0
