@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from .geometry import hard_nms, letterbox, planar, shrink_interpolation, weighted_nms
+from .geometry import hard_nms, letterbox, planar, shrink, weighted_nms
 from .store import ModelStore
 
 
@@ -123,7 +123,7 @@ class YuNet(Detector):
         ratio = min(1.0, self.input_size / max(h, w))
         nw, nh = max(1, round(w * ratio)), max(1, round(h * ratio))
         pw, ph = -(-nw // 32) * 32, -(-nh // 32) * 32  # pad to a multiple of the largest stride
-        resized = cv2.resize(rgb, (nw, nh), interpolation=shrink_interpolation(ratio)) if ratio < 1 else rgb
+        resized = shrink(rgb, (nw, nh)) if ratio < 1 else rgb
         x = np.empty((1, 3, ph, pw), dtype=np.float32)
         x[:, :, nh:] = 0  # the padding only
         x[:, :, :nh, nw:] = 0

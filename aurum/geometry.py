@@ -24,9 +24,19 @@ class Letterbox:
         return out
 
 
-def shrink_interpolation(scale: float) -> int:
-    """INTER_AREA only where bilinear would alias (below half size): it costs 2.5x more."""
-    return cv2.INTER_AREA if scale < 0.5 else cv2.INTER_LINEAR
+def shrink(img: np.ndarray, size: tuple[int, int], last: int = cv2.INTER_LINEAR) -> np.ndarray:
+    """Downscale to ``size`` (width, height) without aliasing, fast.
+
+    Halve with 2x2 box averages (OpenCV's INTER_AREA fast path for an exact factor of 2)
+    while the image is at least twice too big, then one ``last`` step of at most 2x:
+    bilinear does not alias there. A single INTER_AREA at an arbitrary factor gives about
+    the same pixels but takes its slow path: 12 ms for a 2016 px photo to 640, against ~1."""
+    w, h = size
+    while img.shape[1] >= 2 * w and img.shape[0] >= 2 * h:
+        img = cv2.resize(img, (img.shape[1] // 2, img.shape[0] // 2), interpolation=cv2.INTER_AREA)
+    if (img.shape[1], img.shape[0]) == (w, h):
+        return img
+    return cv2.resize(img, (w, h), interpolation=last)
 
 
 def letterbox(rgb: np.ndarray, size: int) -> tuple[np.ndarray, Letterbox]:
@@ -34,7 +44,7 @@ def letterbox(rgb: np.ndarray, size: int) -> tuple[np.ndarray, Letterbox]:
     h, w = rgb.shape[:2]
     scale = size / max(h, w)
     nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
-    resized = cv2.resize(rgb, (nw, nh), interpolation=shrink_interpolation(scale))
+    resized = shrink(rgb, (nw, nh)) if scale < 1 else cv2.resize(rgb, (nw, nh), interpolation=cv2.INTER_LINEAR)
     canvas = np.zeros((size, size, 3), dtype=np.uint8)
     px, py = (size - nw) // 2, (size - nh) // 2
     canvas[py:py + nh, px:px + nw] = resized

@@ -25,6 +25,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from . import errors
 from .config import Settings
+from .geometry import shrink
 
 # Our own pixel check runs first and is stricter; Pillow's guard would only warn or raise later.
 Image.MAX_IMAGE_PIXELS = None
@@ -209,5 +210,4 @@ def _to_rgb(img: Image.Image) -> Image.Image:
 def _resize_long_side(rgb: np.ndarray, max_side: int) -> np.ndarray:
     h, w = rgb.shape[:2]
     ratio = max_side / max(h, w)
-    return cv2.resize(rgb, (max(1, round(w * ratio)), max(1, round(h * ratio))),
-                      interpolation=cv2.INTER_AREA)
+    return shrink(rgb, (max(1, round(w * ratio)), max(1, round(h * ratio))))

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 
 from .detect import Detection
-from .geometry import planar
+from .geometry import planar, shrink
 from .regions import FACE_OVAL, LEFT_EYE, MOUTH_LEFT, MOUTH_RIGHT, NOSE_TIP, RIGHT_EYE, crop_mask
 from .store import ModelStore
 
@@ -65,8 +65,8 @@ def roi_transform(det: Detection) -> np.ndarray:
 
 def warp_crop(rgb: np.ndarray, crop_to_image: np.ndarray, size: int) -> np.ndarray:
     """The rotated square crop, anti-aliased: bilinear warping alone aliases when it shrinks
-    (a face that fills a large photo), so the ROI's bounding region is first shrunk with
-    INTER_AREA to about the crop's resolution."""
+    (a face that fills a large photo), so the ROI's bounding region is first shrunk with box
+    filters (INTER_AREA) to about the crop's resolution."""
     k = float(np.sqrt(abs(np.linalg.det(crop_to_image[:, :2]))))  # image pixels per crop pixel
     m = crop_to_image
     if k > 1.25:
@@ -77,7 +77,7 @@ def warp_crop(rgb: np.ndarray, crop_to_image: np.ndarray, size: int) -> np.ndarr
         x1, y1 = np.clip(np.ceil(pts.max(0)).astype(int) + 2, [x0 + 1, y0 + 1], [w, h])
         region = rgb[y0:y1, x0:x1]
         rw, rh = max(1, round((x1 - x0) / k)), max(1, round((y1 - y0) / k))
-        rgb = cv2.resize(region, (rw, rh), interpolation=cv2.INTER_AREA)
+        rgb = shrink(region, (rw, rh), last=cv2.INTER_AREA)
         # region pixel = (image pixel - origin) * (rw / width): fold that into the transform
         sx, sy = rw / (x1 - x0), rh / (y1 - y0)
         m = np.array([[m[0, 0] * sx, m[0, 1] * sx, (m[0, 2] - x0) * sx],
