@@ -2,8 +2,8 @@
 
     python3 bench/pipeline.py [--images 48] [--rounds 3] [--json bench/results/pipeline.json]
 
-For each profile (fast: no embedding; full: with the embedding) it measures, on the same unique
-JPEG selfies (variations of the test photos, so nothing is cached):
+For each profile (fast: no embedding; full: with the embedding; phone: no embedding, on phone-size
+photos) it measures, on unique JPEGs (variations of the test photos, so nothing is cached):
 
 - raw: only the ``session.run`` calls the pipeline makes for one image (detector, FaceMesh,
   scorer, and SFace in the full profile), on inputs prepared beforehand;
@@ -56,6 +56,26 @@ def selfies(count: int) -> list[bytes]:
         img = ImageEnhance.Brightness(img).enhance(float(rng.uniform(0.85, 1.15)))
         buf = io.BytesIO()
         img.save(buf, "JPEG", quality=int(rng.integers(80, 95)))
+        out.append(buf.getvalue())
+    return out
+
+
+def phone_photos(count: int) -> list[bytes]:
+    """Unique portrait JPEGs at phone-camera sizes: 1080 x 1440, 1512 x 2016 and 3024 x 4032.
+
+    Upscaled from the 512 px test photos, so smoother than a real camera's (which decode slower)."""
+    base = [Image.open(ROOT / "tests/photos" / n).convert("RGB") for n in ("astronaut.png", "camera.png")]
+    rng = np.random.default_rng(11)
+    out = []
+    for i in range(count):
+        img = base[i % 2]
+        if i % 4 >= 2:
+            img = img.transpose(Image.FLIP_LEFT_RIGHT)
+        width = (1080, 1512, 3024)[i % 3]
+        canvas = Image.new("RGB", (width, width * 4 // 3), (128, 128, 128))
+        canvas.paste(img.resize((width, width), Image.BICUBIC), (0, width // 6))
+        buf = io.BytesIO()
+        canvas.save(buf, "JPEG", quality=int(rng.integers(85, 95)))
         out.append(buf.getvalue())
     return out
 
@@ -155,25 +175,28 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=48)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--phone-images", type=int, default=12)
     parser.add_argument("--json", help="write the figures to this file")
     args = parser.parse_args()
 
     images = selfies(args.images)
+    phones = phone_photos(args.phone_images)
     pipeline = Pipeline(Settings.from_env(ort_threads=1))
     pipeline.load()
-    report = {"detector": pipeline.detector.name, "images": len(images), "cpu_count": os.cpu_count(), "profiles": {}}
-    print(f"detector {pipeline.detector.name}, {len(images)} unique JPEG selfies, "
-          f"1 ONNX Runtime thread per process, median of {args.rounds} rounds\n")
-    for profile, embedding in (("fast", False), ("full", True)):
-        raw = raw_model_ms(pipeline, images, embedding, args.rounds)
-        one = pipeline_run(pipeline, images, embedding, args.rounds)
-        two = two_processes(images, embedding, args.rounds)
+    report = {"detector": pipeline.detector.name, "images": len(images), "phone_images": len(phones), "cpu_count": os.cpu_count(), "profiles": {}}
+    print(f"detector {pipeline.detector.name}, {len(images)} unique JPEG selfies (560-720 px) and "
+          f"{len(phones)} phone-size photos (1080-3024 px wide), 1 ONNX Runtime thread per process, "
+          f"median of {args.rounds} rounds\n")
+    for profile, embedding, photos in (("fast", False, images), ("full", True, images), ("phone", False, phones)):
+        raw = raw_model_ms(pipeline, photos, embedding, args.rounds)
+        one = pipeline_run(pipeline, photos, embedding, args.rounds)
+        two = two_processes(photos, embedding, args.rounds)
         row = {"raw_model_ms": round(raw, 3), "raw_images_per_s": round(1000 / raw, 1),
                "pipeline_ms": round(one["median_ms"], 3), "pipeline_images_per_s_1proc": round(one["images_per_s"], 1),
                "pipeline_images_per_s_2proc": round(two, 1),
                "ratio_pipeline_to_raw": round(raw / one["median_ms"], 3), "stages_ms": one["stages_ms"]}
         report["profiles"][profile] = row
-        print(f"[{profile}{' + embedding' if embedding else ''}]")
+        print(f"[{profile}{' + embedding' if embedding else ''}{' (phone-size photos)' if photos is phones else ''}]")
         print(f"  raw ONNX Runtime (models only)   {raw:7.2f} ms/image  {1000 / raw:7.1f} images/s")
         print(f"  pipeline, 1 process              {one['median_ms']:7.2f} ms/image  {one['images_per_s']:7.1f} images/s")
         print(f"  pipeline, 2 processes                              {two:7.1f} images/s")
