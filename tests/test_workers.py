@@ -190,6 +190,38 @@ def test_redelivered_job_becomes_a_dead_letter(worker) -> None:
         "a dead-lettered job's image must not linger"
 
 
+@pytest.mark.parametrize("task_name,photo,stored_as", [
+    ("score_batch", "astronaut.png", "mark_as_done"),
+    ("score_fallback", "astronaut.png", "mark_as_done"),
+    ("score_fallback", "coffee.png", "mark_as_failure"),  # NO_FACE
+])
+def test_images_are_released_only_after_the_outcome_is_stored(worker, monkeypatch, fresh_cache,
+                                                                task_name, photo, stored_as) -> None:
+    """A worker killed between the two (or a store that fails) must leave the job able to run
+    again: so its images are still there when its outcome is stored, and gone after."""
+    import uuid
+
+    from workers import runtime, tasks
+
+    backend_class = type(tasks.score_batch.backend)  # each thread has its own backend instance
+    real_store, seen = getattr(backend_class, stored_as), []
+
+    def watching_store(self, task_id, *args, **kwargs):
+        if task_id == job_id:
+            seen.append(bool(runtime.images().redis.exists(key)))
+        return real_store(self, task_id, *args, **kwargs)
+
+    monkeypatch.setattr(backend_class, stored_as, watching_store)
+    job_id, key = str(uuid.uuid4()), put(photo_bytes(photo))
+    task = getattr(tasks, task_name)
+    args = ([key],) if task_name == "score_batch" else ([key], None, "test", False)
+    async_result = task.apply_async(args=args, task_id=job_id)
+    async_result.get(timeout=30, propagate=False)
+    assert async_result.state == ("SUCCESS" if stored_as == "mark_as_done" else "FAILURE")
+    assert seen == [True], "the images went before the outcome was stored"
+    assert released(key)
+
+
 def test_messages_carry_keys_not_images(worker) -> None:
     from workers.tasks import score_image
 

@@ -89,6 +89,14 @@ class ScoringTask(Task):
         if deliveries > MAX_DELIVERIES:
             raise set_aside(store, self.request.id, deliveries)
 
+    def after_return(self, status: str, retval: Any, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
+        """Let the job's images go. Celery calls this only once a final outcome (SUCCESS or
+        FAILURE) is stored: never for a retry or a hand-over, nor when the store itself failed,
+        so a job that has to run again (redelivered, or re-published by the API) still has them."""
+        keys = getattr(self.request, "aurum_release", None)
+        if keys:
+            _release(keys)
+
 
 class FallbackHandover(Exception):
     """Raised inside a job body: hand the job (same id, same images) to the fallback task."""
@@ -107,8 +115,8 @@ def job_outcome(task: ScoringTask, keys: tuple[str, ...], options: dict | None, 
     - models unavailable, or inference retries exhausted: the fallback task takes over the job
       (same job id, same images), and its result says ``degraded: true``.
 
-    Images are kept across retries and hand-overs and released on every final outcome; every
-    outcome is counted (``aurum_jobs_total``) and timed (queue and compute seconds)."""
+    Images are kept across retries and hand-overs and released once a final outcome is stored
+    (:meth:`ScoringTask.after_return`); every outcome is counted (``aurum_jobs_total``) and timed (queue and compute seconds)."""
     started = time.time()
     submitted = header(task, "aurum_submitted_at")
     if submitted and not task.request.retries:
@@ -149,12 +157,12 @@ def job_outcome(task: ScoringTask, keys: tuple[str, ...], options: dict | None, 
             metrics.RETRIES.labels(task.name).inc()
         raise
     except BaseException as exc:
-        _release(keys)
+        task.request.aurum_release = keys  # released by after_return, once the outcome is stored
         if isinstance(exc, JobFailed) and exc.code == "POISON_MESSAGE":
             metrics.DEAD_LETTERS.inc()
         raise
     else:
-        _release(keys)
+        task.request.aurum_release = keys
     finally:
         elapsed = time.time() - started
         metrics.JOBS.labels(task.name, outcome).inc()
