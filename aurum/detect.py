@@ -29,6 +29,15 @@ class Detection:
     def area(self) -> float:
         return float((self.box[2] - self.box[0]) * (self.box[3] - self.box[1]))
 
+    @property
+    def long_side(self) -> float:
+        return float(max(self.box[2] - self.box[0], self.box[3] - self.box[1]))
+
+    def scaled(self, factor: float) -> "Detection":
+        """The same detection in an image ``factor`` times larger."""
+        return Detection(box=self.box * factor, score=self.score,
+                         keypoints={n: p * factor for n, p in self.keypoints.items()})
+
 
 class Detector:
     name: str

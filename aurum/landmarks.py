@@ -19,6 +19,7 @@ from .store import ModelStore
 
 SIZE = 192
 ROI_SCALE = 1.5
+NATIVE_FACE_SIDE = SIZE / ROI_SCALE  # a face box this long fills the crop at one image pixel per crop pixel
 # Detector keypoints level off on rolled faces (YuNet's eyes stay near horizontal at 30 degrees
 # of roll), and FaceMesh degrades when its crop is not level. When the mesh's own eye line
 # disagrees with the crop by more than this, the face is cropped again on the mesh's eyes.

@@ -21,7 +21,7 @@ from .config import Settings
 from .detect import Detection, make_detector
 from .embed import SFace, align
 from .image import DecodedImage, decode_image
-from .landmarks import FaceMesh, Mesh
+from .landmarks import NATIVE_FACE_SIDE, FaceMesh, Mesh
 from .pose import Pose, estimate_pose
 from .quality import assess
 from .schemas import ScoreOptions
@@ -30,6 +30,9 @@ from .scoring.scorer import Scorer
 from .store import ModelStore
 
 PRESENCE_THRESHOLD = 0.5  # FaceMesh's own face-presence check rejects detector false positives
+# A face cropped from a reduced decode may be upsampled this much into FaceMesh's (or SFace's)
+# input; a smaller face is cropped from the working-size pixels, decoded for it.
+MAX_CROP_UPSAMPLING = 4 / 3
 
 
 @dataclass
@@ -103,7 +106,7 @@ class Pipeline:
         for item, data in zip(items, images):
             with _timed(item.timings, "decode"):
                 try:
-                    item.image = decode_image(data, s)
+                    item.image = decode_image(data, s, detect_side=s.detector_size)
                 except errors.AurumError as exc:
                     item.error = exc
         live = [it for it in items if it.error is None]
@@ -118,21 +121,17 @@ class Pipeline:
 
         faces = [(it, f) for it in live for f in it.faces]
         with self._stage(live, "landmarks"):
-            crops, transforms = [], []
-            for item, face in faces:
-                c, t = self.facemesh.crops(item.image.rgb, [face.det])
-                crops += c
-                transforms += t
-            for (item, face), mesh in zip(faces, self.facemesh.run(crops, transforms)):
+            crops = [self._crop(item.image, face.det) for item, face in faces]
+            for (item, face), mesh in zip(faces, self.facemesh.run(*zip(*crops)) if crops else []):
                 face.mesh = mesh
             redo = []
             for item, face in faces:
                 level = self.facemesh.realign(face.det, face.mesh)
                 if level is not None:
-                    redo.append((face, *self.facemesh.crops(item.image.rgb, [level])))
+                    redo.append((face, self._crop(item.image, level)))
             if redo:
-                meshes = self.facemesh.run([c[0] for _, c, _ in redo], [t[0] for _, _, t in redo])
-                for (face, _, _), mesh in zip(redo, meshes):
+                meshes = self.facemesh.run(*zip(*(crop for _, crop in redo)))
+                for (face, _), mesh in zip(redo, meshes):
                     face.mesh = mesh
         for item in live:
             item.faces = [f for f in item.faces if f.mesh.presence >= PRESENCE_THRESHOLD]
@@ -143,7 +142,10 @@ class Pipeline:
 
         if opts.return_embedding or self.scorer.needs_embedding:
             with self._stage(live, "embedding"):
-                aligned = [align(it.image.rgb, f.mesh.five_points()) for it, f in faces]
+                aligned = []
+                for it, f in faces:
+                    pixels, k = it.image.pixels_for(f.det.long_side * MAX_CROP_UPSAMPLING, NATIVE_FACE_SIDE)
+                    aligned.append(align(pixels, f.mesh.five_points() * k))
                 for (_, face), emb in zip(faces, self.sface.run(aligned)):
                     face.embedding = emb
 
@@ -180,6 +182,14 @@ class Pipeline:
         return results
 
     # --- helpers ----------------------------------------------------------------------------
+    def _crop(self, image: DecodedImage, det: Detection) -> tuple[np.ndarray, np.ndarray]:
+        """FaceMesh's crop of one face and its crop -> ``image.rgb`` transform. A face too small
+        in a reduced decode is cropped from the working-size pixels instead; the transform still
+        maps to ``image.rgb``, so the landmarks land in the same frame either way."""
+        pixels, k = image.pixels_for(det.long_side * MAX_CROP_UPSAMPLING, NATIVE_FACE_SIDE)
+        crops, transforms = self.facemesh.crops(pixels, [det.scaled(k) if k != 1.0 else det])
+        return crops[0], transforms[0] / k
+
     @contextmanager
     def _stage(self, items: list[_Item], name: str) -> Iterator[None]:
         """Time a batched stage; each image is charged its share (by face count) of the time."""

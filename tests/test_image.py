@@ -152,25 +152,24 @@ def test_both_jpeg_decoders_give_the_same_pixels(orientation: int, quality: int,
     direct = image._decode_direct
     monkeypatch.setattr(image, "_decode_direct", lambda *a: used.append(1) or direct(*a))
     fast = decode_image(buf.getvalue(), s)
-    assert used and direct(buf.getvalue(), image.probe(buf.getvalue(), s), s) is not None
+    assert used and direct(buf.getvalue(), image.probe(buf.getvalue(), s), 1) is not None
     monkeypatch.setattr(image, "_decode_direct", lambda *a: None)
     slow = decode_image(buf.getvalue(), s)
     assert np.array_equal(fast.rgb, slow.rgb) and fast.rgb.flags.c_contiguous
     assert (fast.width, fast.height, fast.scale) == (slow.width, slow.height, slow.scale)
 
 
-def test_only_complete_colour_jpegs_at_working_size_take_the_direct_decoder(s: Settings) -> None:
+def test_only_complete_colour_jpegs_take_the_direct_decoder(s: Settings) -> None:
     from aurum.image import _decode_direct, probe
 
-    def direct(data: bytes, settings: Settings = s) -> bool:
-        return _decode_direct(data, probe(data, settings), settings) is not None
+    def direct(data: bytes, factor: int = 1) -> bool:
+        return _decode_direct(data, probe(data, s), factor) is not None
 
     jpeg = encode(photo_rgb("astronaut.png"), "JPEG", quality=90)
-    assert direct(jpeg)
+    assert direct(jpeg) and direct(jpeg, 4)
     assert not direct(jpeg + b"trailing bytes")                      # Pillow reads past the end marker
     assert not direct(encode(photo_rgb("camera.png")[..., 0], "JPEG"))  # greyscale
     assert not direct(photo_bytes("astronaut.png"))                   # PNG
-    assert not direct(jpeg, Settings.from_env(work_max_side=256))     # needs DCT reduction
     cut = jpeg[:len(jpeg) // 2] + b"\xff\xd9"  # cut, end marker glued on: libjpeg pads it in both
     assert direct(cut)
     assert np.array_equal(decode_image(cut, s).rgb, np.asarray(Image.open(io.BytesIO(cut)).convert("RGB")))
@@ -204,3 +203,50 @@ def test_sniff_format() -> None:
     assert sniff_format(photo_bytes("rocket.jpg")) == "jpeg"
     assert sniff_format(photo_bytes("astronaut.png")) == "png"
     assert sniff_format(b"GIF89a....") == "gif"
+
+
+def _phone_jpeg(width: int, orientation: int = 1) -> bytes:
+    """A portrait at phone-camera size: the astronaut upscaled onto a 3:4 canvas."""
+    canvas = Image.new("RGB", (width, width * 4 // 3), (90, 110, 130))
+    canvas.paste(Image.fromarray(photo_rgb("astronaut.png")).resize((width, width), Image.BICUBIC), (0, width // 6))
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buf = io.BytesIO()
+    canvas.save(buf, "JPEG", quality=90, exif=exif.tobytes())
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("width,factor", [(1512, 2), (3024, 4)])
+def test_large_jpeg_is_decoded_at_detection_size_first(width: int, factor: int, s: Settings) -> None:
+    data = _phone_jpeg(width)
+    quick = decode_image(data, s, detect_side=640)
+    full = decode_image(data, s)
+    assert quick.rgb.shape[:2] == (-(-width * 4 // 3 // factor), width // factor)  # DCT scale, long side >= 640
+    assert (quick.width, quick.height) == (full.width, full.height) == (width, width * 4 // 3)
+    assert quick.scale == pytest.approx(1 / factor)
+    assert np.array_equal(quick.working, full.rgb)  # the working size, decoded on demand
+    pixels, k = quick.pixels_for(face_side=100, native_side=128)
+    assert pixels is quick.working and k == pytest.approx(full.scale / quick.scale)
+    assert quick.pixels_for(face_side=300, native_side=128) == (quick.rgb, 1.0)
+
+
+def test_detection_size_decode_leaves_small_and_non_jpeg_photos_alone(s: Settings) -> None:
+    selfie = encode(resize(photo_rgb("astronaut.png"), 1.4), "JPEG")  # 717 px: under twice 640
+    png = encode(resize(photo_rgb("astronaut.png"), 3.0))             # 1536 px PNG: no DCT to scale
+    for data in (selfie, png):
+        img = decode_image(data, s, detect_side=640)
+        assert img.working is img.rgb and img.pixels_for(10, 128) == (img.rgb, 1.0)
+
+
+@pytest.mark.parametrize("orientation", [1, 6])
+@pytest.mark.parametrize("factor", [2, 4])
+def test_reduced_decodes_are_the_same_pixels_in_both_decoders(orientation: int, factor: int, s: Settings,
+                                                              monkeypatch) -> None:
+    import aurum.image as image
+
+    data = _phone_jpeg(1200, orientation)
+    fast = image._decode(data, image.probe(data, s), "jpeg", orientation, factor)
+    monkeypatch.setattr(image, "_decode_direct", lambda *a: None)
+    slow = image._decode(data, image.probe(data, s), "jpeg", orientation, factor)
+    assert fast.shape[:2] == ((1200 if orientation == 6 else 1600) // factor, (1600 if orientation == 6 else 1200) // factor)
+    assert np.array_equal(fast, slow)

@@ -63,3 +63,63 @@ def test_invalid_options_are_rejected_by_field(raw: dict, field: str) -> None:
 def test_options_load_with_defaults() -> None:
     opts = load_options({"max_faces": "3", "return_landmarks": "true"})
     assert opts == ScoreOptions(max_faces=3, return_landmarks=True)
+
+
+def _full_decode_only(monkeypatch) -> None:
+    """Make the pipeline decode every photo at the working size, as it did before it decoded
+    large JPEGs at detection size first."""
+    import aurum.pipeline as pipeline_module
+    from aurum.image import decode_image
+
+    monkeypatch.setattr(pipeline_module, "decode_image", lambda data, settings, detect_side=0: decode_image(data, settings))
+
+
+def _close(reduced: dict, full: dict, tolerance_px: float) -> None:
+    assert len(reduced["faces"]) == len(full["faces"]) >= 1
+    assert reduced["image"] == full["image"]
+    for a, b in zip(reduced["faces"], full["faces"]):
+        assert max(abs(x - y) for x, y in zip(a["box"], b["box"])) < tolerance_px
+        assert abs(a["score"]["value"] - b["score"]["value"]) < 1.5
+        assert abs(a["pose"]["yaw"] - b["pose"]["yaw"]) < 3
+
+
+def test_a_phone_photo_scored_from_its_reduced_decode(pipeline: Pipeline, monkeypatch) -> None:
+    """A 3024 x 4032 portrait is decoded at 1/4 (1008 px): the face is large there, so the
+    working size is never decoded, and the result matches a full decode's."""
+    from .test_image import _phone_jpeg
+
+    data = _phone_jpeg(3024)
+    calls = []
+    import aurum.image as image
+    real = image._decode
+    monkeypatch.setattr(image, "_decode", lambda *a: calls.append(a[-1]) or real(*a))
+    reduced = pipeline.score(data, ScoreOptions(return_embedding=True))
+    assert calls == [4]  # one decode, at 1/4
+    _full_decode_only(monkeypatch)
+    full = pipeline.score(data, ScoreOptions(return_embedding=True))
+    _close(reduced, full, tolerance_px=3024 * 0.01)
+    cosine = sum(a * b for a, b in zip(reduced["faces"][0]["embedding"], full["faces"][0]["embedding"]))
+    assert cosine > 0.95
+
+
+def test_small_faces_in_a_reduced_decode_are_cropped_from_the_working_size(pipeline: Pipeline, monkeypatch) -> None:
+    """The group photo at 2560 px is decoded at 1/4 for detection; its faces are under 128 px
+    there, so their landmarks come from the working-size decode, as if there were no reduction."""
+    import io
+
+    from PIL import Image
+
+    import aurum.image as image
+
+    canvas, _ = group_photo()
+    buf = io.BytesIO()
+    Image.fromarray(canvas).resize((2560, 1280), Image.BICUBIC).save(buf, "JPEG", quality=92)
+    data = buf.getvalue()
+    calls = []
+    real = image._decode
+    monkeypatch.setattr(image, "_decode", lambda *a: calls.append(a[-1]) or real(*a))
+    reduced = pipeline.score(data)
+    assert calls == [4, 1]  # detection at 640 x 320, then the working size once, for the crops
+    _full_decode_only(monkeypatch)
+    full = pipeline.score(data)
+    _close(reduced, full, tolerance_px=2560 * 0.01)
