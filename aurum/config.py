@@ -43,7 +43,8 @@ class Settings:
                                "ONNX Runtime intra-op threads per process (0: one per core).")
     detector: str = setting("AURUM_DETECTOR", "yunet", "Face detector: yunet, blazeface_full or blazeface_short.")
     detector_size: int = setting("AURUM_DETECTOR_SIZE", 640,
-                                 "YuNet input long side, pixels (320 is 4x faster but misses small faces).")
+                                 "YuNet input long side, pixels (320 is 4x faster but misses small faces); "
+                                 "large JPEGs are first decoded at the DCT scale nearest above it.")
     scorer: str = setting("AURUM_SCORER", "geometric_scorer", "Manifest name of the scoring model.")
     # --- input limits -----------------------------------------------------------------------
     max_image_bytes: int = setting("AURUM_MAX_IMAGE_BYTES", 10 * 1024 * 1024, "Largest accepted upload, bytes.")
@@ -51,7 +52,8 @@ class Settings:
                                     "Largest accepted width x height, checked from the header before decoding.")
     min_image_side: int = setting("AURUM_MIN_IMAGE_SIDE", 32, "Smallest accepted width or height, pixels.")
     work_max_side: int = setting("AURUM_WORK_MAX_SIDE", 2048,
-                                 "Photos are decoded (JPEG: at reduced DCT size) to at most this long side.")
+                                 "Largest long side faces are cropped from (JPEG: decoded at reduced DCT size, "
+                                 "and only when a face is too small in the detection-size decode).")
     # --- detection defaults -----------------------------------------------------------------
     max_faces: int = setting("AURUM_MAX_FACES", 20, "Default cap on faces per image (largest first).")
     min_face_size: int = setting("AURUM_MIN_FACE_SIZE", 24, "Default smallest face side reported, pixels.")
