@@ -44,21 +44,28 @@ from aurum.schemas import ScoreOptions  # noqa: E402
 from aurum.scoring.features import feature_vector  # noqa: E402
 
 
-def selfies(count: int) -> list[bytes]:
-    """Unique 640 x 640-ish JPEG selfies made from the two real face photos."""
+def _faces(count: int, seed: int):
+    """The two real face photos in turn (every other pair mirrored), with a seeded generator."""
     base = [Image.open(ROOT / "tests/photos" / n).convert("RGB") for n in ("astronaut.png", "camera.png")]
-    rng = np.random.default_rng(7)
-    out = []
+    rng = np.random.default_rng(seed)
     for i in range(count):
         img = base[i % 2]
-        if i % 4 >= 2:
-            img = img.transpose(Image.FLIP_LEFT_RIGHT)
+        yield i, (img.transpose(Image.FLIP_LEFT_RIGHT) if i % 4 >= 2 else img), rng
+
+
+def _jpeg(img: Image.Image, quality: int) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def selfies(count: int) -> list[bytes]:
+    """Unique 640 x 640-ish JPEG selfies made from the two real face photos."""
+    out = []
+    for _, img, rng in _faces(count, seed=7):
         side = int(rng.integers(560, 720))
-        img = img.resize((side, side), Image.BILINEAR)
-        img = ImageEnhance.Brightness(img).enhance(float(rng.uniform(0.85, 1.15)))
-        buf = io.BytesIO()
-        img.save(buf, "JPEG", quality=int(rng.integers(80, 95)))
-        out.append(buf.getvalue())
+        img = ImageEnhance.Brightness(img.resize((side, side), Image.BILINEAR)).enhance(float(rng.uniform(0.85, 1.15)))
+        out.append(_jpeg(img, int(rng.integers(80, 95))))
     return out
 
 
@@ -66,19 +73,12 @@ def phone_photos(count: int) -> list[bytes]:
     """Unique portrait JPEGs at phone-camera sizes: 1080 x 1440, 1512 x 2016 and 3024 x 4032.
 
     Upscaled from the 512 px test photos, so smoother than a real camera's (which decode slower)."""
-    base = [Image.open(ROOT / "tests/photos" / n).convert("RGB") for n in ("astronaut.png", "camera.png")]
-    rng = np.random.default_rng(11)
     out = []
-    for i in range(count):
-        img = base[i % 2]
-        if i % 4 >= 2:
-            img = img.transpose(Image.FLIP_LEFT_RIGHT)
+    for i, img, rng in _faces(count, seed=11):
         width = (1080, 1512, 3024)[i % 3]
         canvas = Image.new("RGB", (width, width * 4 // 3), (128, 128, 128))
         canvas.paste(img.resize((width, width), Image.BICUBIC), (0, width // 6))
-        buf = io.BytesIO()
-        canvas.save(buf, "JPEG", quality=int(rng.integers(85, 95)))
-        out.append(buf.getvalue())
+        out.append(_jpeg(canvas, int(rng.integers(85, 95))))
     return out
 
 
