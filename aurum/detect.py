@@ -132,7 +132,7 @@ class YuNet(Detector):
         ratio = min(1.0, self.input_size / max(h, w))
         nw, nh = max(1, round(w * ratio)), max(1, round(h * ratio))
         pw, ph = -(-nw // 32) * 32, -(-nh // 32) * 32  # pad to a multiple of the largest stride
-        resized = shrink(rgb, (nw, nh)) if ratio < 1 else rgb
+        resized = shrink(rgb, (nw, nh))  # the image itself at ratio 1
         x = np.empty((1, 3, ph, pw), dtype=np.float32)
         x[:, :, nh:] = 0  # the padding only
         x[:, :, :nh, nw:] = 0

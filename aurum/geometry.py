@@ -25,7 +25,8 @@ class Letterbox:
 
 
 def shrink(img: np.ndarray, size: tuple[int, int], last: int = cv2.INTER_LINEAR) -> np.ndarray:
-    """Downscale to ``size`` (width, height) without aliasing, fast.
+    """Downscale to ``size`` (width, height) without aliasing, fast (a larger ``size`` is a
+    plain ``last`` resize).
 
     Halve with 2x2 box averages (OpenCV's INTER_AREA fast path for an exact factor of 2)
     while the image is at least twice too big, then one ``last`` step of at most 2x:
@@ -44,7 +45,7 @@ def letterbox(rgb: np.ndarray, size: int) -> tuple[np.ndarray, Letterbox]:
     h, w = rgb.shape[:2]
     scale = size / max(h, w)
     nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
-    resized = shrink(rgb, (nw, nh)) if scale < 1 else cv2.resize(rgb, (nw, nh), interpolation=cv2.INTER_LINEAR)
+    resized = shrink(rgb, (nw, nh))
     canvas = np.zeros((size, size, 3), dtype=np.uint8)
     px, py = (size - nw) // 2, (size - nh) // 2
     canvas[py:py + nh, px:px + nw] = resized

@@ -144,7 +144,7 @@ class Pipeline:
             with self._stage(live, "embedding"):
                 aligned = []
                 for it, f in faces:
-                    pixels, k = it.image.pixels_for(f.det.long_side * MAX_CROP_UPSAMPLING, NATIVE_FACE_SIDE)
+                    pixels, k = _face_pixels(it.image, f.det)
                     aligned.append(align(pixels, f.mesh.five_points() * k))
                 for (_, face), emb in zip(faces, self.sface.run(aligned)):
                     face.embedding = emb
@@ -186,7 +186,7 @@ class Pipeline:
         """FaceMesh's crop of one face and its crop -> ``image.rgb`` transform. A face too small
         in a reduced decode is cropped from the working-size pixels instead; the transform still
         maps to ``image.rgb``, so the landmarks land in the same frame either way."""
-        pixels, k = image.pixels_for(det.long_side * MAX_CROP_UPSAMPLING, NATIVE_FACE_SIDE)
+        pixels, k = _face_pixels(image, det)
         crops, transforms = self.facemesh.crops(pixels, [det.scaled(k) if k != 1.0 else det])
         return crops[0], transforms[0] / k
 
@@ -240,6 +240,11 @@ class Pipeline:
             "degraded": False,
             "degraded_reason": None,
         }
+
+
+def _face_pixels(image: DecodedImage, det: Detection) -> tuple[np.ndarray, float]:
+    """The pixels a face's model crops come from, and how many per ``image.rgb`` pixel."""
+    return image.pixels_for(det.long_side * MAX_CROP_UPSAMPLING, NATIVE_FACE_SIDE)
 
 
 @contextmanager
