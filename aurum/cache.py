@@ -34,7 +34,7 @@ def resolved_options(options: ScoreOptions, settings: Settings) -> dict[str, Any
         "min_face_size": settings.min_face_size if options.min_face_size is None else options.min_face_size,
         "detection_threshold": options.detection_threshold or settings.detection_threshold,
         "return_landmarks": options.return_landmarks, "return_embedding": options.return_embedding,
-        "quality_gate": options.quality_gate,
+        "quality_gate": options.quality_gate, "always_score": options.always_score,
     }
 
 

@@ -28,9 +28,12 @@ def _summary(path: str, result: dict[str, Any]) -> str:
         x, y, w, h = face["box"]
         q, p = face["quality"], face["pose"]
         verdict = "passed" if q["passed"] else "failed: " + ", ".join(q["reasons"])
+        sc = face["score"]
+        value = ("withheld (" + ", ".join(sc.get("withheld") or ["no value"]) + ")" if sc["value"] is None
+                 else f"{sc['value']:.1f}" + (f" (confidence {sc['confidence']:.2f})" if "confidence" in sc else ""))
         lines.append(
-            f"  face {i}{' (primary)' if i == result['primary_face'] else ''}: score {face['score']['value']:.1f}"
-            f"  box [{x:.0f}, {y:.0f}, {w:.0f}, {h:.0f}]  confidence {face['confidence']:.2f}"
+            f"  face {i}{' (primary)' if i == result['primary_face'] else ''}: score {value}"
+            f"  box [{x:.0f}, {y:.0f}, {w:.0f}, {h:.0f}]  detected {face['confidence']:.2f}"
             f"  yaw {p['yaw']:+.0f} pitch {p['pitch']:+.0f} roll {p['roll']:+.0f}  quality {verdict}")
     return "\n".join(lines)
 
@@ -40,7 +43,8 @@ def cmd_score(args: argparse.Namespace) -> int:
 
     try:
         options = load_options({"max_faces": args.max_faces, "return_embedding": args.embedding,
-                                "return_landmarks": args.landmarks or bool(args.draw)})
+                                "return_landmarks": args.landmarks or bool(args.draw),
+                                "always_score": args.always_score})
         pipeline = _pipeline(args)
         pipeline.load(embedding=args.embedding)
     except errors.AurumError as exc:
@@ -276,6 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--embedding", action="store_true", help="include the 128-d face embedding")
     p.add_argument("--landmarks", action="store_true", help="include the 468 landmarks in the output")
     p.add_argument("--max-faces", type=int, default=None, metavar="N")
+    p.add_argument("--always-score", action="store_true",
+                   help="give a score even for a face that cannot be judged (blurred, occluded, turned away)")
     p.set_defaults(func=cmd_score)
 
     p = sub.add_parser("models", help="list or verify the models in the manifest")

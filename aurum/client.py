@@ -66,7 +66,17 @@ class ScoreResult:
 
     @property
     def score(self) -> float | None:
+        """The primary face's score; None with no face or when it was withheld (see ``withheld``)."""
         return self.primary["score"]["value"] if self.primary else None
+
+    @property
+    def confidence(self) -> float | None:
+        return self.primary["score"].get("confidence") if self.primary else None
+
+    @property
+    def withheld(self) -> list[str]:
+        """Why the primary face's score was withheld (the quality reasons); empty when it was given."""
+        return list(self.primary["score"].get("withheld") or []) if self.primary else []
 
     @property
     def degraded(self) -> bool:

@@ -54,12 +54,17 @@ class Settings:
     work_max_side: int = setting("AURUM_WORK_MAX_SIDE", 2048,
                                  "Largest long side faces are cropped from (JPEG: decoded at reduced DCT size, "
                                  "and only when a face is too small in the detection-size decode).")
+    mesh_passes: int = setting("AURUM_MESH_PASSES", 2,
+                               "FaceMesh passes per face: 2 (the crop re-placed from the first mesh, then run "
+                               "plain and mirrored: 3 model runs) or 1 (the detector's crop, plain and mirrored: 2 runs; "
+                               "about twice the landmark noise).")
     # --- detection defaults -----------------------------------------------------------------
     max_faces: int = setting("AURUM_MAX_FACES", 20, "Default cap on faces per image (largest first).")
     min_face_size: int = setting("AURUM_MIN_FACE_SIZE", 24, "Default smallest face side reported, pixels.")
     detection_threshold: float = setting("AURUM_DETECTION_THRESHOLD", 0.6, "Default detector confidence threshold.")
     # --- quality thresholds (ISO/IEC 29794-5 style components) ------------------------------
-    q_min_sharpness: float = setting("AURUM_Q_MIN_SHARPNESS", 0.3, "Quality: least sharpness (0-1).")
+    q_min_sharpness: float = setting("AURUM_Q_MIN_SHARPNESS", 0.3,
+                                     "Quality: least sharpness (0-1; 0.3 is a blur of ~2.4 % of the face width).")
     q_min_brightness: float = setting("AURUM_Q_MIN_BRIGHTNESS", 0.2, "Quality: darkest mean face luminance (0-1).")
     q_max_brightness: float = setting("AURUM_Q_MAX_BRIGHTNESS", 0.85, "Quality: brightest mean face luminance (0-1).")
     q_min_contrast: float = setting("AURUM_Q_MIN_CONTRAST", 0.08, "Quality: least luminance std-dev in the face (0-1).")
@@ -70,6 +75,15 @@ class Settings:
     q_min_eye_openness: float = setting("AURUM_Q_MIN_EYE_OPENNESS", 0.15, "Quality: least eye aspect ratio.")
     q_max_truncation: float = setting("AURUM_Q_MAX_TRUNCATION", 0.02,
                                       "Quality: largest share of landmarks outside the image.")
+    q_min_eyes_visible: float = setting("AURUM_Q_MIN_EYES_VISIBLE", 0.5,
+                                        "Quality: least eye-region visibility (0-1) of the less visible eye.")
+    q_min_mouth_visible: float = setting("AURUM_Q_MIN_MOUTH_VISIBLE", 0.4, "Quality: least mouth-region visibility (0-1).")
+    q_min_illumination: float = setting("AURUM_Q_MIN_ILLUMINATION", 0.45,
+                                        "Quality: least illumination uniformity (darker / brighter half, 0-1).")
+    q_min_dynamic_range: float = setting("AURUM_Q_MIN_DYNAMIC_RANGE", 0.5,
+                                         "Quality: least luminance entropy of the face / 8 bits.")
+    q_max_clipped: float = setting("AURUM_Q_MAX_CLIPPED", 0.1,
+                                   "Quality: largest share of face pixels clipped bright (or crushed dark).")
 
     # --- job service (API and workers) --------------------------------------------------------
     redis_url: str = setting("AURUM_REDIS_URL", "redis://localhost:6379/0",
@@ -114,6 +128,10 @@ class Settings:
     task_events: bool = setting("AURUM_TASK_EVENTS", False,
                                 "Celery task events from the start (Flower turns them on itself while it runs; "
                                 "they cost ~40 % of a worker's main-process CPU).")
+
+    def __post_init__(self) -> None:
+        if self.mesh_passes not in (1, 2):
+            raise ValueError(f"AURUM_MESH_PASSES: 1 or 2, not {self.mesh_passes}")
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> "Settings":

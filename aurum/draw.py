@@ -24,7 +24,8 @@ def render(rgb: np.ndarray, result: dict[str, Any], scale: float = 1.0) -> np.nd
             cv2.circle(canvas, (round(px * scale), round(py * scale)), max(1, thickness // 2), (255, 220, 0), -1)
         for px, py in face["keypoints"].values():
             cv2.circle(canvas, (round(px * scale), round(py * scale)), thickness + 1, (0, 0, 255), -1)
-        label = f"#{i} {face['score']['value']:.0f}"
+        value = face["score"]["value"]
+        label = f"#{i} {'-' if value is None else f'{value:.0f}'}"
         font = 0.5 * thickness
         (tw, th), _ = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, font, thickness)
         top = max(round(y) - th - 6, 0)

@@ -19,14 +19,16 @@ import numpy as np
 from . import errors
 from .config import Settings
 from .detect import Detection, make_detector
-from .embed import SFace, align
+from .embed import SFace, align, five_points
 from .image import DecodedImage, decode_image
-from .landmarks import NATIVE_FACE_SIDE, FaceMesh, Mesh
+from .landmarks import NATIVE_FACE_SIDE, SIZE, FaceMesh, Mesh, roi_from_mesh, roi_transform, warp_crop
 from .pose import Pose, estimate_pose
+from .measures import FaceMeasures, measure
 from .quality import assess
 from .schemas import ScoreOptions
 from .scoring.features import FEATURES, FaceGeometry, face_features, feature_vector
 from .scoring.scorer import Scorer
+from .scoring.trust import confidence, withheld
 from .store import ModelStore
 
 PRESENCE_THRESHOLD = 0.5  # FaceMesh's own face-presence check rejects detector false positives
@@ -40,6 +42,7 @@ class _Face:
     det: Detection
     mesh: Mesh | None = None
     pose: Pose | None = None
+    measures: FaceMeasures | None = None
     features: dict[str, float] = field(default_factory=dict)
     embedding: np.ndarray | None = None
     score: float = 0.0
@@ -61,17 +64,10 @@ class Pipeline:
         self.store = store or ModelStore(s.models_dir, device=s.device, device_id=s.gpus[0] if s.gpus else 0,
                                          threads=s.ort_threads)
         self.detector = make_detector(self.store, s.detector, s.detector_size)
-        self.facemesh = FaceMesh(self.store)
+        self.geometry = FaceGeometry.from_json(self.store.data("face_geometry"))
+        self.facemesh = FaceMesh(self.store, self.geometry.mirror)
         self.sface = SFace(self.store)
         self.scorer = Scorer(self.store, s.scorer)
-        self._geometry: FaceGeometry | None = None
-
-    # --- set-up -----------------------------------------------------------------------------
-    @property
-    def geometry(self) -> FaceGeometry:
-        if self._geometry is None:
-            self._geometry = FaceGeometry.from_json(self.store.data("face_geometry"))
-        return self._geometry
 
     def model_names(self, embedding: bool = True) -> list[str]:
         names = [self.detector.name, self.facemesh.name, self.scorer.name]
@@ -82,7 +78,6 @@ class Pipeline:
     def load(self, embedding: bool = True, warm_up: bool = True) -> None:
         """Create every session now (workers call this after fork) and warm each up."""
         self.store.load(self.model_names(embedding), warm_up=warm_up)
-        self.geometry  # noqa: B018 - load and checksum the geometry now, not on the first request
 
     def versions(self) -> dict[str, str]:
         return self.store.versions(self.model_names(True) + ["face_geometry"])
@@ -121,17 +116,16 @@ class Pipeline:
 
         faces = [(it, f) for it in live for f in it.faces]
         with self._stage(live, "landmarks"):
-            crops = [self._crop(item.image, face.det) for item, face in faces]
-            for (item, face), mesh in zip(faces, self.facemesh.run(*zip(*crops)) if crops else []):
-                face.mesh = mesh
-            redo = []
-            for item, face in faces:
-                level = self.facemesh.realign(face.det, face.mesh)
-                if level is not None:
-                    redo.append((face, self._crop(item.image, level)))
-            if redo:
-                meshes = self.facemesh.run(*zip(*(crop for _, crop in redo)))
-                for (face, _), mesh in zip(redo, meshes):
+            # Two passes (see aurum.landmarks): the detector's crop places the face, the first
+            # mesh's own five points make the crop the final mesh is measured on.
+            # With one pass, the detector's crop is the final one (and is run mirrored too).
+            passes = [(lambda face: roi_transform(face.det), s.mesh_passes == 1)]
+            if s.mesh_passes > 1:
+                passes.append((lambda face: roi_from_mesh(
+                    face.mesh, estimate_pose(face.mesh.points, self.geometry.mean_shape).scale), True))
+            for roi, mirrored in passes:
+                crops = [self._crop(item.image, face.det, roi(face)) for item, face in faces]
+                for (item, face), mesh in zip(faces, self.facemesh.run(*zip(*crops), mirrored=mirrored) if crops else []):
                     face.mesh = mesh
         for item in live:
             item.faces = [f for f in item.faces if f.mesh.presence >= PRESENCE_THRESHOLD]
@@ -145,13 +139,15 @@ class Pipeline:
                 aligned = []
                 for it, f in faces:
                     pixels, k = _face_pixels(it.image, f.det)
-                    aligned.append(align(pixels, f.mesh.five_points() * k))
+                    points = five_points(f.det.keypoints)  # YuNet's, as OpenCV aligns
+                    aligned.append(align(pixels, (f.mesh.five_points() if points is None else points) * k))
                 for (_, face), emb in zip(faces, self.sface.run(aligned)):
                     face.embedding = emb
 
         with self._stage(live, "score"):
             for _, face in faces:
                 face.pose = estimate_pose(face.mesh.points, self.geometry.mean_shape)
+                face.measures = measure(face.mesh, self.geometry.crop_face_width(face.mesh, face.pose))
                 face.features = face_features(face.mesh, face.pose, self.geometry)
             if faces:
                 matrix = np.stack([feature_vector(f.features) for _, f in faces])
@@ -182,13 +178,12 @@ class Pipeline:
         return results
 
     # --- helpers ----------------------------------------------------------------------------
-    def _crop(self, image: DecodedImage, det: Detection) -> tuple[np.ndarray, np.ndarray]:
-        """FaceMesh's crop of one face and its crop -> ``image.rgb`` transform. A face too small
+    def _crop(self, image: DecodedImage, det: Detection, crop_to_image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """FaceMesh's crop of one face for a crop -> ``image.rgb`` transform. A face too small
         in a reduced decode is cropped from the working-size pixels instead; the transform still
         maps to ``image.rgb``, so the landmarks land in the same frame either way."""
         pixels, k = _face_pixels(image, det)
-        crops, transforms = self.facemesh.crops(pixels, [det.scaled(k) if k != 1.0 else det])
-        return crops[0], transforms[0] / k
+        return warp_crop(pixels, crop_to_image * k, SIZE), crop_to_image
 
     @contextmanager
     def _stage(self, items: list[_Item], name: str) -> Iterator[None]:
@@ -212,15 +207,19 @@ class Pipeline:
         faces = []
         for face in item.faces:
             x0, y0, x1, y1 = (float(v) * inv for v in face.det.box)
+            pose = {"yaw": round(face.pose.yaw, 2), "pitch": round(face.pose.pitch, 2), "roll": round(face.pose.roll, 2)}
+            quality = assess(face.mesh, face.pose, face.measures, face.det.size * inv, img.rgb.shape[:2], self.settings)
+            unjudgeable = withheld(quality)
             out: dict[str, Any] = {
                 "box": [round(x0, 1), round(y0, 1), round(x1 - x0, 1), round(y1 - y0, 1)],
                 "confidence": round(face.det.score, 4),
                 "keypoints": {k: [round(float(v[0]) * inv, 1), round(float(v[1]) * inv, 1)]
                               for k, v in face.det.keypoints.items()},
-                "pose": {"yaw": round(face.pose.yaw, 2), "pitch": round(face.pose.pitch, 2),
-                         "roll": round(face.pose.roll, 2)},
-                "quality": assess(face.mesh, face.pose, face.det.size * inv, img.rgb.shape[:2], self.settings),
-                "score": {"value": round(face.score, 2),
+                "pose": pose,
+                "quality": quality,
+                "score": {"value": None if unjudgeable and not opts.always_score else round(face.score, 2),
+                          "confidence": confidence(quality, pose, face.mesh.disagreement, self.settings),
+                          "withheld": unjudgeable,
                           "components": {k: round(v, 4) for k, v in face.components.items()},
                           "features": {k: round(v, 5) for k, v in face.features.items()},
                           "model": f"{self.scorer.name}@{self.scorer.version}"},

@@ -13,6 +13,9 @@ LEFT_EYE = [362, 382, 381, 380, 374, 373, 390, 249, 263, 466, 388, 387, 386, 385
 RIGHT_BROW = [70, 63, 105, 66, 107, 55, 65, 52, 53, 46]
 LEFT_BROW = [300, 293, 334, 296, 336, 285, 295, 282, 283, 276]
 NOSTRILS = [98, 97, 2, 326, 327, 294, 278, 344, 440, 275, 4, 45, 220, 115, 48, 64]
+# Cheek patches below the eyes (mirror images of each other): skin for colour and lighting.
+RIGHT_CHEEK = [117, 118, 101, 36, 205, 187, 123, 116]
+LEFT_CHEEK = [346, 347, 330, 266, 425, 411, 352, 345]
 # Six points per eye for the eye aspect ratio: corner, two upper, corner, two lower.
 RIGHT_EYE_EAR = (33, 160, 158, 133, 153, 144)
 LEFT_EYE_EAR = (362, 385, 387, 263, 373, 380)

@@ -22,10 +22,12 @@ class ScoreOptions:
     return_landmarks: bool = False
     return_embedding: bool = False
     quality_gate: bool = False
+    always_score: bool = False            # give the score even when the face cannot be judged
 
     def cache_key_part(self) -> str:
         return (f"{self.max_faces}|{self.min_face_size}|{self.detection_threshold}|"
-                f"{int(self.return_landmarks)}{int(self.return_embedding)}{int(self.quality_gate)}")
+                f"{int(self.return_landmarks)}{int(self.return_embedding)}{int(self.quality_gate)}"
+                f"{int(self.always_score)}")
 
 
 class ScoreOptionsSchema(Schema):
@@ -42,6 +44,9 @@ class ScoreOptionsSchema(Schema):
     return_embedding = fields.Boolean(load_default=False, metadata={"description": "Include the 128-d SFace embedding."})
     quality_gate = fields.Boolean(load_default=False,
                                   metadata={"description": "Fail with QUALITY_FAILED if the primary face fails quality."})
+    always_score = fields.Boolean(load_default=False, metadata={
+        "description": "Give each face's score value even when it cannot be judged (too blurry, eyes or mouth "
+                       "occluded, pose past its limit); by default it is null and `withheld` says why."})
 
     @post_load
     def make(self, data: dict[str, Any], **_: Any) -> ScoreOptions:
@@ -79,12 +84,21 @@ class PoseSchema(Schema):
 
 
 class QualitySchema(Schema):
-    sharpness = fields.Float(required=True)
+    sharpness = fields.Float(required=True, metadata={"description": "0-1 from the estimated blur: "
+                                                      "exp(-(blur / 0.035)^2)"})
+    blur = fields.Float(allow_none=True, metadata={"description": "Estimated Gaussian blur sigma / face width"})
     brightness = fields.Float(required=True)
     contrast = fields.Float(required=True)
+    dynamic_range = fields.Float(allow_none=True, metadata={"description": "Luminance entropy / 8 bits"})
+    overexposed = fields.Float(allow_none=True, metadata={"description": "Share of face pixels clipped bright"})
+    underexposed = fields.Float(allow_none=True, metadata={"description": "Share of face pixels crushed dark"})
+    illumination_uniformity = fields.Float(allow_none=True, metadata={
+        "description": "Darker / brighter half of the face (linear luminance), 0-1"})
     face_size_px = fields.Float(required=True)
     frontal = fields.Float(required=True, allow_none=True, metadata={"description": "null when degraded"})
     eye_openness = fields.Float(required=True, allow_none=True)
+    eyes_visible = fields.Float(allow_none=True, metadata={"description": "0-1, the less visible eye"})
+    mouth_visible = fields.Float(allow_none=True, metadata={"description": "0-1"})
     truncation = fields.Float(required=True, allow_none=True)
     face_presence = fields.Float(required=True, allow_none=True)
     passed = fields.Boolean(required=True)
@@ -92,7 +106,12 @@ class QualitySchema(Schema):
 
 
 class ScoreSchema(Schema):
-    value = fields.Float(required=True, validate=validate.Range(0, 100))
+    value = fields.Float(required=True, allow_none=True, validate=validate.Range(0, 100), metadata={
+        "description": "0-100; null when the face cannot be judged (see `withheld`) unless always_score was asked"})
+    confidence = fields.Float(validate=validate.Range(0, 1), metadata={
+        "description": "0-1: how far the value can be trusted (quality of the face and steadiness of the measure)"})
+    withheld = fields.List(fields.String(), metadata={
+        "description": "The quality reasons that make the face unjudgeable; empty when it is judged"})
     components = fields.Dict(keys=fields.String(), values=fields.Float(), required=True)
     features = fields.Dict(keys=fields.String(), values=fields.Float(), required=True)
     model = fields.String(required=True)

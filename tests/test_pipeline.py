@@ -21,7 +21,8 @@ def test_result_matches_the_documented_schema(astronaut_result: dict, astronaut:
     assert set(astronaut_result["models"]) >= {"yunet", "facemesh", "geometric_scorer", "sface"}
     assert {"decode", "detect", "landmarks", "score", "quality", "total"} <= set(astronaut_result["timings_ms"])
     score = astronaut_result["faces"][0]["score"]
-    assert 0 <= score["value"] <= 100 and score["model"] == "geometric_scorer@1.0.0"
+    assert 0 <= score["value"] <= 100 and score["model"] == "geometric_scorer@2.0.0"
+    assert 0 < score["confidence"] <= 1 and score["withheld"] == []
     assert set(score["components"]) == set(score["features"]) == {"symmetry", "averageness", "proportions", "texture"}
 
 
@@ -118,8 +119,9 @@ def test_small_faces_in_a_reduced_decode_are_cropped_from_the_working_size(pipel
     calls = []
     real = image._decode
     monkeypatch.setattr(image, "_decode", lambda *a: calls.append(a[-1]) or real(*a))
-    reduced = pipeline.score(data)
+    opts = ScoreOptions(always_score=True)  # the cameraman is turned past the yaw limit
+    reduced = pipeline.score(data, opts)
     assert calls == [4, 1]  # detection at 640 x 320, then the working size once, for the crops
     _full_decode_only(monkeypatch)
-    full = pipeline.score(data)
+    full = pipeline.score(data, opts)
     _close(reduced, full, tolerance_px=2560 * 0.01)

@@ -16,6 +16,7 @@ from PIL import Image, ImageEnhance
 from aurum import errors
 from aurum.config import Settings
 from aurum.pipeline import Pipeline
+from aurum.schemas import ScoreOptions
 from aurum.scoring import geometric
 from aurum.scoring.features import FEATURES
 from aurum.scoring.train import train_from_csv
@@ -28,11 +29,27 @@ def test_geometric_graph_is_the_documented_formula(settings: Settings) -> None:
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 0.3, (16, len(FEATURES))).astype(np.float32)
     score, components = session.run(["score", "components"], {"features": x})
-    scales = np.array([geometric.SCALES[f] for f in FEATURES])
+    c, w, floor = (np.array([table[f] for f in FEATURES]) for table in (geometric.CENTRES, geometric.WIDTHS, geometric.FLOORS))
     weights = np.array([geometric.WEIGHTS[f] for f in FEATURES])
-    expected_components = np.exp(-x / scales)
+    expected_components = 1 / (1 + np.exp((np.log(x + floor) - np.log(c + floor)) / w))
     assert np.allclose(components, expected_components, atol=1e-5)
     assert np.allclose(score[:, 0], 100 * expected_components @ weights, atol=1e-3)
+    assert weights.sum() == pytest.approx(1.0)
+
+
+def test_geometric_scale_anchors(settings: Settings) -> None:
+    """The model card's anchors: every feature at 0 scores ~100, at the typical (median) face 50,
+    far beyond typical ~0; the scale is monotone in every feature."""
+    session = ort.InferenceSession(f"{settings.models_dir}/geometric_scorer.onnx")
+    centre = np.array([[geometric.CENTRES[f] for f in FEATURES]], dtype=np.float32)
+    run = lambda x: float(session.run(["score"], {"features": np.asarray(x, dtype=np.float32)})[0][0, 0])  # noqa: E731
+    assert run(centre) == pytest.approx(50.0, abs=1e-3)
+    assert run(np.zeros_like(centre)) > 85
+    assert run(centre * 50) < 10
+    for i in range(len(FEATURES)):
+        worse = centre.copy()
+        worse[0, i] *= 1.5
+        assert run(worse) < 50
 
 
 def test_committed_scorer_is_what_the_builder_makes(settings: Settings) -> None:
@@ -98,6 +115,6 @@ def test_train_scorer_recovers_a_known_rating_function(tmp_path, settings: Setti
     trained = Pipeline(Settings.from_env(models_dir=str(models), scorer="synthetic", ort_threads=1))
     lo, hi = min(r for _, r in expected), max(r for _, r in expected)
     for path, rating in expected[:6]:
-        got = trained.score(path.read_bytes())["faces"][0]["score"]
+        got = trained.score(path.read_bytes(), ScoreOptions(always_score=True))["faces"][0]["score"]
         assert got["model"].startswith("synthetic@")
         assert got["value"] == pytest.approx((rating - lo) / (hi - lo) * 100, abs=8)

@@ -95,7 +95,7 @@ async function draw(card, file, result) {
       ctx.fillStyle = "rgba(0, 210, 255, 0.8)";
       for (const [px, py] of face.landmarks) ctx.fillRect(px * scale - 0.75, py * scale - 0.75, 1.5, 1.5);
     }
-    const label = `#${i} ${face.score.value.toFixed(1)}`;
+    const label = `#${i} ${scoreText(face.score, true)}`;
     ctx.font = `${Math.max(12, Math.round(canvas.width / 40))}px system-ui, sans-serif`;
     const tw = ctx.measureText(label).width;
     ctx.fillStyle = face.quality.passed ? "#2fbf4a" : "#f0a020";
@@ -107,7 +107,7 @@ async function draw(card, file, result) {
   list.replaceChildren(...result.faces.map((face, i) => {
     const li = document.createElement("li");
     const reasons = face.quality.reasons.length ? face.quality.reasons.join(", ") : "none";
-    li.append(`Face ${i}: score ${face.score.value.toFixed(1)}` +
+    li.append(`Face ${i}: score ${scoreText(face.score, false)}` +
               (face.pose ? `, yaw ${face.pose.yaw.toFixed(0)}°` : "") + " — quality ");
     const q = document.createElement("span");
     q.className = face.quality.passed ? "passed" : "reasons";
@@ -118,6 +118,16 @@ async function draw(card, file, result) {
   canvas.setAttribute("aria-label", `Photo ${file.name}: ${result.faces.length} face(s)`);
   setState(card, "done", `done: ${result.faces.length} face(s)` + (result.cached ? " (from cache)" : "") +
            (result.degraded ? " (degraded)" : ""));
+}
+
+// A withheld score (the face cannot be judged) says why instead of showing a number.
+function scoreText(score, short) {
+  if (score.value === null || score.value === undefined) {
+    const why = (score.withheld || []).join(", ");
+    return short ? "—" : `withheld${why ? ` (${why})` : ""}`;
+  }
+  const conf = typeof score.confidence === "number" && !short ? ` (confidence ${score.confidence.toFixed(2)})` : "";
+  return score.value.toFixed(1) + conf;
 }
 
 async function poll(url, onProgress) {

@@ -27,6 +27,7 @@ OPTIONS_DOC = {  # the same constraints as aurum.schemas.ScoreOptionsSchema
     "return_landmarks": {"type": "boolean"},
     "return_embedding": {"type": "boolean"},
     "quality_gate": {"type": "boolean"},
+    "always_score": {"type": "boolean"},
 }
 assert set(OPTIONS_DOC) == set(uploads.OPTION_FIELDS)
 WAIT_PARAM = {"in": "query", "name": "wait", "schema": {"type": "integer", "minimum": 0, "maximum": 30},

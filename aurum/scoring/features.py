@@ -5,8 +5,11 @@
 - ``averageness``: mean distance of the frontalised landmarks from MediaPipe's canonical (mean)
   face after a similarity fit, in IODs.
 - ``proportions``: mean |log ratio| of six facial proportions against the canonical face's.
-- ``texture``: unevenness of the skin: band-pass (difference of Gaussians) energy inside the
-  cheeks-and-forehead mask of the normalised crop, relative to its mean luminance.
+- ``texture``: unevenness of the skin: band-pass (difference of Gaussians at 4 % and 12 % of the
+  inter-ocular distance) energy inside the cheeks-and-forehead mask, relative to the same band's
+  energy over the whole inner face (eyes, brows, nose, lips). Blur, downscaling and exposure
+  scale both alike, so the ratio does not reward a photo for missing detail the way an absolute
+  measure does (a blurred face used to read as flawless skin).
 
 Everything is measured in the canonical frame or on the fixed-size crop, so it does not depend
 on the photo's resolution, and symmetric measures make it invariant to a horizontal flip.
@@ -51,6 +54,17 @@ class FaceGeometry:
     @cached_property
     def proportions(self) -> np.ndarray:
         return _proportions(self.mean_shape)
+
+    @cached_property
+    def width(self) -> float:
+        """Cheek to cheek (tragus-side points 234 and 454) of the mean face, in its units."""
+        return float(np.linalg.norm(self.mean_shape[r.CHEEK_RIGHT, :2] - self.mean_shape[r.CHEEK_LEFT, :2]))
+
+    def crop_face_width(self, mesh: Mesh, pose: Pose) -> float:
+        """The face's frontal width in its crop's pixels: the pose fit's scale, so a turned head
+        (whose cheeks come closer in the image) keeps its width."""
+        image_px_per_crop_px = float(np.sqrt(abs(np.linalg.det(mesh.crop_to_image[:, :2]))))
+        return self.width * pose.scale / image_px_per_crop_px
 
 
 def _iod(points: np.ndarray) -> float:
@@ -98,13 +112,19 @@ def geometry_features(mesh: Mesh, pose: Pose, geom: FaceGeometry) -> dict[str, f
 SKIN_EXCLUDE = (r.LIPS_OUTER, r.RIGHT_EYE, r.LEFT_EYE, r.RIGHT_BROW, r.LEFT_BROW, r.NOSTRILS)
 
 
+TEXTURE_BAND = (0.04, 0.12)  # DoG sigmas, in inter-ocular distances
+
+
 def texture_feature(mesh: Mesh) -> float:
     grey = mesh.grey.astype(np.float32)
-    mask = r.crop_mask(mesh, r.FACE_OVAL, exclude=SKIN_EXCLUDE, erode=5)
-    if mask.sum() < 50:
+    skin = r.crop_mask(mesh, r.FACE_OVAL, exclude=SKIN_EXCLUDE, erode=5)
+    inner = mesh.face_mask
+    if skin.sum() < 50 or inner.sum() < 50:
         return 0.0
-    band = cv2.GaussianBlur(grey, (0, 0), 1.5) - cv2.GaussianBlur(grey, (0, 0), 4.0)
-    return float(band[mask].std() / max(grey[mask].mean(), 1.0))
+    iod = _iod(mesh.crop_points)
+    band = (cv2.GaussianBlur(grey, (0, 0), TEXTURE_BAND[0] * iod)
+            - cv2.GaussianBlur(grey, (0, 0), TEXTURE_BAND[1] * iod))
+    return float(band[skin].std() / max(float(band[inner].std()), 1e-3))
 
 
 def face_features(mesh: Mesh, pose: Pose, geom: FaceGeometry) -> dict[str, float]:
