@@ -64,7 +64,7 @@ class Settings:
     detection_threshold: float = setting("AURUM_DETECTION_THRESHOLD", 0.6, "Default detector confidence threshold.")
     # --- quality thresholds (ISO/IEC 29794-5 style components) ------------------------------
     q_min_sharpness: float = setting("AURUM_Q_MIN_SHARPNESS", 0.3,
-                                     "Quality: least sharpness (0-1; 0.3 is a blur of ~2.4 % of the face width).")
+                                     "Quality: least sharpness (0-1; 0.3 is a blur of ~2.2 % of the face width).")
     q_min_brightness: float = setting("AURUM_Q_MIN_BRIGHTNESS", 0.2, "Quality: darkest mean face luminance (0-1).")
     q_max_brightness: float = setting("AURUM_Q_MAX_BRIGHTNESS", 0.85, "Quality: brightest mean face luminance (0-1).")
     q_min_contrast: float = setting("AURUM_Q_MIN_CONTRAST", 0.08, "Quality: least luminance std-dev in the face (0-1).")
@@ -75,7 +75,7 @@ class Settings:
     q_min_eye_openness: float = setting("AURUM_Q_MIN_EYE_OPENNESS", 0.15, "Quality: least eye aspect ratio.")
     q_max_truncation: float = setting("AURUM_Q_MAX_TRUNCATION", 0.02,
                                       "Quality: largest share of landmarks outside the image.")
-    q_min_eyes_visible: float = setting("AURUM_Q_MIN_EYES_VISIBLE", 0.5,
+    q_min_eyes_visible: float = setting("AURUM_Q_MIN_EYES_VISIBLE", 0.35,
                                         "Quality: least eye-region visibility (0-1) of the less visible eye.")
     q_min_mouth_visible: float = setting("AURUM_Q_MIN_MOUTH_VISIBLE", 0.4, "Quality: least mouth-region visibility (0-1).")
     q_min_illumination: float = setting("AURUM_Q_MIN_ILLUMINATION", 0.45,

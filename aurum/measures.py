@@ -8,9 +8,12 @@ size in pixels (ISO/IEC 29794-5 and its reference implementation OFIQ as the anc
   saturate: clean photos read 0.5-2 %, a blur of 4.4 % of the face width reads about that.
 - ``eyes_visible`` / ``mouth_visible``: whether the eye and mouth regions hold what eyes and a
   mouth look like, whatever FaceMesh guesses under an occluder (it keeps placing eyes under a
-  black bar or sunglasses). An open or closed eye is the face's most contrasted region (sclera,
-  iris, lashes, lid crease); a bar, lenses or a hand are flat there. Lips differ from the
-  cheeks in chroma and have the mouth line; a hand, a mask or a scarf do not.
+  black bar or sunglasses). An open or closed eye is among the face's most contrasted regions
+  (sclera, iris, lashes, lid crease) and is not far darker than the cheeks; a bar or a hand is
+  flat there, dark lenses are far darker. Lips differ from the cheeks in chroma and have the
+  mouth line; a hand, a mask or a scarf do not. (OFIQ uses a segmentation network for these;
+  this is the model-free approximation, calibrated on the development set: clean eyes read
+  >= 0.87, eyes blurred by 2 % of the face width >= 0.43, bars and dark glasses 0.)
 - ``illumination_uniformity``: the balance of linear luminance between the two halves of the
   face, split on the midline (OFIQ compares cheek histograms; on a 192 px crop the halves'
   means are the steadier measure).
@@ -102,15 +105,23 @@ def measure(mesh: Mesh, face_width: float) -> FaceMeasures:
 
     g = grey.astype(np.float32)
     face_std = max(float(g[face].std()), 1.0)
+    cheeks = (_polygon(shape, pts[r.RIGHT_CHEEK]) | _polygon(shape, pts[r.LEFT_CHEEK])) & face
+    cheek_mean = max(float(g[cheeks].mean()) if cheeks.sum() >= 8 else float(g[face].mean()), 1.0)
+    # Eyes: their contrast against the whole face's (an open or shut eye reads 0.5-1.5, a bar or
+    # a hand ~0), and their brightness against the cheeks' (dark lenses are far darker than skin;
+    # sclera and lids are not). The less visible eye counts.
     eyes = []
     for contour in (r.RIGHT_EYE, r.LEFT_EYE):
         eye = _polygon(shape, pts[contour], dilate=3) & face
-        eyes.append(float(g[eye].std()) / face_std if eye.sum() >= 8 else 0.0)
-    # Eyes: contrast relative to the whole face's; an open eye reads ~0.8-1.5, a flat occluder < 0.3.
-    eyes_visible = float(np.clip(min(eyes) / EYE_CONTRAST_FULL, 0.0, 1.0))
+        if eye.sum() < 8:
+            eyes.append(0.0)
+            continue
+        contrast = float(g[eye].std()) / face_std / EYE_CONTRAST_FULL
+        brightness = (float(g[eye].mean()) / cheek_mean - EYE_DARK) / (EYE_BRIGHT - EYE_DARK)
+        eyes.append(min(contrast, brightness))
+    eyes_visible = float(np.clip(min(eyes), 0.0, 1.0))
 
     lips = _polygon(shape, pts[r.LIPS_OUTER]) & face
-    cheeks = (_polygon(shape, pts[r.RIGHT_CHEEK]) | _polygon(shape, pts[r.LEFT_CHEEK])) & face
     if lips.sum() >= 8 and cheeks.sum() >= 8:
         chroma = float(_cr(rgb[lips]).mean() - _cr(rgb[cheeks]).mean())  # lips are redder
         line = float(g[lips].std()) / face_std
@@ -137,6 +148,7 @@ def measure(mesh: Mesh, face_width: float) -> FaceMeasures:
 
 
 # Calibrated on the development set (bench/robustness.py): the value that reads as fully visible.
-EYE_CONTRAST_FULL = 0.6
+EYE_CONTRAST_FULL = 0.6     # eye grey-level std / face std that reads as fully visible
+EYE_DARK, EYE_BRIGHT = 0.25, 0.4  # eye mean / cheek mean: 0 at or below EYE_DARK, 1 from EYE_BRIGHT
 LIP_CHROMA_FULL = 8.0
 MOUTH_CONTRAST_FULL = 0.6

@@ -312,9 +312,11 @@ def build_facemesh(zf: zipfile.ZipFile) -> tuple[bytes, dict]:
                      "note": "raw face-presence logit"}],
         "preprocessing": {"color": "RGB", "layout": "NCHW", "size": [192, 192],
                           "resize": "rotated square ROI affine-warped to 192x192",
-                          "roi": "centre = detection box centre, side = 1.5 * max(w, h), rotation = "
-                                 "atan2(y_left_eye - y_right_eye, x_left_eye - x_right_eye) from the "
-                                 "BlazeFace eye keypoints (i.e. -atan2(-(y1-y0), x1-x0))",
+                          "roi": "MediaPipe's: centre = BlazeFace box centre, side = 1.5 * max(w, h), rotation = "
+                                 "atan2(y_left_eye - y_right_eye, x_left_eye - x_right_eye) from the eye keypoints. "
+                                 "From YuNet (aurum.landmarks): the same square placed from the five keypoints, side "
+                                 "1.25 x the box's longer side; then again from the first mesh's five points, side "
+                                 "from its 3-D fit, run plain and mirrored and averaged",
                           "border": "BORDER_REPLICATE", "interpolation": "bilinear",
                           "scale": "x/255 (RGB in [0,1])", "dtype": "float32"},
         "postprocessing": {"landmarks": "reshape to (468, 3); map x, y back with the inverse of the ROI affine",

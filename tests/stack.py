@@ -75,10 +75,10 @@ class Stack:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             assert all(p.poll() is None for p in self.procs), "a process exited"
-            try:
-                if self.http.get(self.base + "/ready", timeout=3).status_code == 200:
+            try:  # /ready pings the workers: on a loaded machine one answer can take seconds
+                if self.http.get(self.base + "/ready", timeout=15).status_code == 200:
                     return
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):
                 pass
             time.sleep(0.3)
         raise AssertionError("the stack did not become ready")

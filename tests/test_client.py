@@ -34,8 +34,10 @@ def test_score_paths_bytes_and_arrays(client, pipeline, tmp_path) -> None:
     assert isinstance(by_path, ScoreResult) and len(by_path.faces) == 1 and not by_path.degraded
     local = pipeline.score(photo_bytes("astronaut.png"))
     assert by_path.score == local["faces"][0]["score"]["value"]
-    by_array = client.score(photo_rgb("camera.png"), wait=20)
-    assert len(by_array.faces) == 1 and 0 <= by_array.score <= 100
+    by_array = client.score(photo_rgb("camera.png"), wait=20)  # turned past the yaw limit: withheld
+    assert len(by_array.faces) == 1 and by_array.score is None and "POSE_YAW" in by_array.withheld
+    forced = client.score(photo_rgb("camera.png"), wait=20, always_score=True)
+    assert 0 <= forced.score <= 100 and 0 <= forced.confidence < by_path.confidence
     assert client.score(photo_bytes("astronaut.png"), wait=20).cached
 
 

@@ -17,10 +17,10 @@ ordinary ways, ``bench/robustness.py``):
 - ``width_i``: 1.5 x the spread of ln(feature_i + floor_i) between people (its standard
   deviation), so the scale is used without every photo's noise being magnified: a face one
   spread better than typical on every feature scores ~66, two spreads ~79, three ~88. The
-  development set's clean photos score 38-71.
+  development set's clean photos score 42-72.
 - ``weight_i``: proportional to the feature's squared ratio of between-person to within-face
   spread (in the same log space), i.e. how much it tells people apart for the noise a photo
-  adds (measured ratios: symmetry 7.4, averageness 11.4, proportions 8.5, texture 7.7).
+  adds (measured ratios: symmetry 6.6, averageness 11.4, proportions 8.7, texture 7.7).
 
 Because it is an ONNX model in the manifest like any other, a trained scorer (``aurum
 train-scorer``) replaces it by name.
@@ -42,10 +42,10 @@ from .manifest_entry import write_model
 
 NAME = "geometric_scorer"
 VERSION = "2.0.0"
-FLOORS = {"symmetry": 0.0015, "averageness": 0.0028, "proportions": 0.0048, "texture": 0.0195}
-CENTRES = {"symmetry": 0.01206, "averageness": 0.07629, "proportions": 0.05684, "texture": 0.69747}
-WIDTHS = {"symmetry": 1.143, "averageness": 0.313, "proportions": 0.489, "texture": 0.149}
-WEIGHTS = {"symmetry": 0.175, "averageness": 0.409, "proportions": 0.228, "texture": 0.188}
+FLOORS = {"symmetry": 0.0017, "averageness": 0.0027, "proportions": 0.0042, "texture": 0.0193}
+CENTRES = {"symmetry": 0.01244, "averageness": 0.07456, "proportions": 0.05603, "texture": 0.69965}
+WIDTHS = {"symmetry": 1.089, "averageness": 0.303, "proportions": 0.471, "texture": 0.148}
+WEIGHTS = {"symmetry": 0.143, "averageness": 0.420, "proportions": 0.246, "texture": 0.191}
 
 
 def build_model(centres: dict[str, float] = CENTRES, widths: dict[str, float] = WIDTHS,

@@ -2,13 +2,14 @@
 
 - ``confidence`` (0-1) is the product of what the photo lets us see and how steady the
   measurement was: sharpness (1 up to a blur of ~1 % of the face width, 0 at the BLURRY
-  limit, ~2.4 %), eye and mouth visibility, frontal pose (falls with the square of yaw / pitch / roll
+  limit, ~2.2 %), eye and mouth visibility, frontal pose (falls with the square of yaw / pitch / roll
   against their limits), face size (1 from 128 px, 0.5 at the 64 px limit), FaceMesh's face
   presence, and the mesh's own stability: how far its plain and mirrored runs disagreed (1 up to
   2 % of the inter-ocular distance, which clean frontal photos stay under).
 - The value is withheld (``value: null``, ``withheld`` naming the quality reasons) when the face
-  cannot be judged: blurred past the BLURRY limit (FaceMesh then regresses toward the mean face,
-  which reads as symmetric and average), eyes or mouth occluded, or a pose past its limit. The
+  cannot be judged (:data:`aurum.quality.UNJUDGEABLE`): blurred past the BLURRY limit or clipped
+  bright (the mesh then drifts: up to 7 and 12 points on the development set), eyes or mouth
+  occluded, or a pose past its limit. The
   request option ``always_score`` returns the value anyway, with its (low) confidence.
 """
 
