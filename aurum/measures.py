@@ -53,18 +53,27 @@ class FaceMeasures:
 
 _SRGB = np.arange(256) / 255.0
 _LINEAR = 255.0 * np.where(_SRGB <= 0.04045, _SRGB / 12.92, ((_SRGB + 0.055) / 1.055) ** 2.4)
-_LUMA = [_LINEAR * w for w in (0.2126, 0.7152, 0.0722)]   # one table per channel
+# One lookup table per channel, weighted (Rec. 709), for cv2.LUT: linear luminance = their sum.
+_LUMA = np.stack([_LINEAR * w for w in (0.2126, 0.7152, 0.0722)], -1).astype(np.float32).reshape(1, 256, 3)
 
 
-def _linear_luminance(pixels: np.ndarray) -> np.ndarray:
-    """sRGB pixels [..., 3] -> linear luminance (Rec. 709 weights), 0-255, as OFIQ computes it."""
-    return _LUMA[0][pixels[..., 0]] + _LUMA[1][pixels[..., 1]] + _LUMA[2][pixels[..., 2]]
+_ONES = np.ones((1, 3), np.float32)
 
 
-def _cr(pixels: np.ndarray) -> np.ndarray:
-    """The red-difference chroma of RGB pixels [N, 3] (YCrCb's Cr, without its offset)."""
-    p = pixels.astype(np.float32)
-    return 0.713 * (p[:, 0] - (0.299 * p[:, 0] + 0.587 * p[:, 1] + 0.114 * p[:, 2]))
+def _linear_luminance(rgb: np.ndarray) -> np.ndarray:
+    """sRGB image -> linear luminance (Rec. 709 weights), 0-255, as OFIQ computes it."""
+    return cv2.transform(cv2.LUT(rgb, _LUMA), _ONES)
+
+
+_GRIDS: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+
+
+def _grid(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel x and y coordinates of a crop, made once per size."""
+    if shape not in _GRIDS:
+        ys, xs = np.mgrid[0:shape[0], 0:shape[1]].astype(np.float32)
+        _GRIDS[shape] = (xs, ys)
+    return _GRIDS[shape]
 
 
 def _polygon(shape: tuple[int, int], pts: np.ndarray, dilate: int = 0) -> np.ndarray:
@@ -86,8 +95,10 @@ def blur_fraction(grey: np.ndarray, inner: np.ndarray, face_width: float) -> flo
     m0, m1 = magnitude(g)[inner], magnitude(g2)[inner]
     if m0.size < 50:
         return 1.0
-    edges = m0 >= np.quantile(m0, EDGE_QUANTILE)
-    ratio = float(np.median(m0[edges] / np.maximum(m1[edges], 1e-3)))
+    k = int(EDGE_QUANTILE * (m0.size - 1))
+    edges = m0 >= np.partition(m0, k)[k]
+    ratios = m0[edges] / np.maximum(m1[edges], np.float32(1e-3))
+    ratio = float(np.partition(ratios, ratios.size // 2)[ratios.size // 2])  # the median
     total = REBLUR_SIGMA / np.sqrt(max(ratio * ratio - 1.0, 1e-6))   # sigma of the edges as seen
     sigma = np.sqrt(max(total * total - PREBLUR_SIGMA * PREBLUR_SIGMA, 0.0))
     return float(sigma / max(face_width, 1.0))
@@ -123,19 +134,22 @@ def measure(mesh: Mesh, face_width: float) -> FaceMeasures:
 
     lips = _polygon(shape, pts[r.LIPS_OUTER]) & face
     if lips.sum() >= 8 and cheeks.sum() >= 8:
-        chroma = float(_cr(rgb[lips]).mean() - _cr(rgb[cheeks]).mean())  # lips are redder
+        cr = cv2.cvtColor(rgb, cv2.COLOR_RGB2YCrCb)[..., 1]
+        chroma = float(cr[lips].mean()) - float(cr[cheeks].mean())  # lips are redder
         line = float(g[lips].std()) / face_std
         mouth_visible = float(np.clip(max(chroma / LIP_CHROMA_FULL, line / MOUTH_CONTRAST_FULL), 0.0, 1.0))
     else:
         mouth_visible = 0.0
 
-    ys, xs = np.nonzero(face)
-    y = _linear_luminance(rgb[ys, xs])
+    lum = _linear_luminance(rgb)
     mid = pts[[r.FOREHEAD, r.NOSE_BRIDGE, r.NOSE_TIP, r.CHIN]].mean(0)
     direction = pts[r.LEFT_EYE].mean(0) - pts[r.RIGHT_EYE].mean(0)
-    side = (xs - mid[0]) * direction[0] + (ys - mid[1]) * direction[1] > 0
-    halves = [float(y[~side].mean()) if (~side).sum() >= 8 else 0.0,
-              float(y[side].mean()) if side.sum() >= 8 else 0.0]
+    xs, ys = _grid(shape)
+    left = ((xs - mid[0]) * direction[0] + (ys - mid[1]) * direction[1] > 0) & face
+    right = face & ~left
+    halves = [float(lum[right].mean()) if right.sum() >= 8 else 0.0,
+              float(lum[left].mean()) if left.sum() >= 8 else 0.0]
+    y = lum[face]
     uniformity = min(halves) / max(max(halves), 1e-6)
 
     values = np.clip(np.round(y), 0, 255).astype(np.int64)
