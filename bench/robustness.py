@@ -267,7 +267,8 @@ def _stats(values: list[float]) -> dict:
         return {"n": 0}
     a = np.abs(np.array(values))
     return {"n": len(values), "median": round(float(np.median(a)), 3), "p90": round(float(np.quantile(a, 0.9)), 3),
-            "max": round(float(a.max()), 3), "max_rise": round(float(max(values)), 3)}
+            "max": round(float(a.max()), 3), "max_rise": round(float(max(values)), 3),
+            "median_signed": round(float(np.median(values)), 3)}
 
 
 def summarise(per_face: list[dict]) -> dict:
@@ -366,10 +367,10 @@ def print_report(rep: dict) -> None:
     for t, s in rep["ordinary_edits"].items():
         if s.get("n"):
             print(f"{t:22s} {s['n']:3d} {s['median']:7.2f} {s['p90']:6.2f} {s['max']:6.2f}")
-    print(f"{'degradation':22s} {'n':>3s} {'rise max':>8s} {'withheld':>8s} {'caught':>7s}  reasons")
+    print(f"{'degradation':22s} {'n':>3s} {'median':>7s} {'rise max':>8s} {'withheld':>8s} {'caught':>7s}  reasons")
     for t, s in rep["degradations"].items():
         caught = "-" if s["caught"] is None else f"{s['caught']}/{s['faces']}"
-        rise = f"{s['max_rise']:8.2f}" if s.get("n") else "       -"
+        rise = f"{s['median_signed']:+7.2f} {s['max_rise']:8.2f}" if s.get("n") else "      -        -"
         print(f"{t:22s} {s.get('n', 0):3d} {rise} {s['withheld']:8d} {caught:>7s}  {s['reasons']}")
     print(f"clean faces flagged: {rep['clean_faces_flagged']}; between-person SD {rep['between_person_sd']}, "
           f"within-face SD {rep['within_face_sd']}, ratio {rep['between_over_within']}")
