@@ -74,3 +74,18 @@ def test_flip_turns_yaw_around(faces: list[dict]) -> None:
     errors = [abs(f["edited"]["flip"]["pose"]["yaw"] + f["clean"]["pose"]["yaw"]) for f in faces
               if f["edited"]["flip"] is not None]
     assert float(np.median(errors)) <= 1.5
+
+
+def test_every_same_and_different_person_decision_is_right(pipeline: Pipeline) -> None:
+    """OpenCV's published SFace threshold (cosine 0.363) on every pair of the set's primary
+    faces: the three Obama portraits together, everyone else apart (measured margin 0.46)."""
+    import itertools
+
+    from .devset import person
+
+    embeddings = [(person(path), np.array(pipeline.score(path.read_bytes(), ScoreOptions(return_embedding=True))
+                                          ["faces"][0]["embedding"])) for path in devset_photos()]
+    pairs = list(itertools.combinations(embeddings, 2))
+    assert sum(1 for (a, _), (b, _) in pairs if a == b) >= 3
+    for (a, ea), (b, eb) in pairs:
+        assert (float(ea @ eb) >= 0.363) == (a == b)
