@@ -148,7 +148,7 @@ class Pipeline:
             for _, face in faces:
                 face.pose = estimate_pose(face.mesh.points, self.geometry.mean_shape)
                 face.measures = measure(face.mesh, self.geometry.crop_face_width(face.mesh, face.pose))
-                face.features = face_features(face.mesh, face.pose, self.geometry)
+                face.features = face_features(face.mesh, face.pose, self.geometry, face.measures.blur)
             if faces:
                 matrix = np.stack([feature_vector(f.features) for _, f in faces])
                 embs = np.stack([f.embedding for _, f in faces]) if self.scorer.needs_embedding else None
