@@ -389,10 +389,17 @@ def plot(rep: dict, path: Path) -> None:
     axes[0].legend()
     axes[0].set_title(f"ordinary edits, {rep['faces']} faces ({rep.get('scorer', '')})")
     deg = list(rep["degradations"])
-    axes[1].barh(deg, [rep["degradations"][t].get("max_rise", 0) if rep["degradations"][t].get("n") else 0
-                       for t in deg])
-    axes[1].set_xlabel("largest score rise of a face still scored (points)")
+    d = rep["degradations"]
+    axes[1].barh(deg, [d[t].get("max_rise", 0) if d[t].get("n") else 0 for t in deg], alpha=0.35, label="largest")
+    axes[1].barh(deg, [d[t].get("median_signed", 0) if d[t].get("n") else 0 for t in deg], label="median")
+    for i, t in enumerate(deg):
+        caught = "" if d[t]["caught"] is None else f", caught {d[t]['caught']}/{d[t]['faces']}"
+        axes[1].annotate(f"withheld {d[t]['withheld']}/{d[t]['faces']}{caught}", (0, i), fontsize=7,
+                         xytext=(4, -3), textcoords="offset points")
+    axes[1].axvline(0, color="grey", lw=0.5)
+    axes[1].set_xlabel("score shift of the faces still scored (points)")
     axes[1].set_title("degradations")
+    axes[1].legend(loc="lower right")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)
