@@ -27,14 +27,25 @@ PREFIX = "aurum:cache:"
 INFLIGHT = "aurum:inflight:"
 
 
+# Settings that change a result without changing a model version: the detector's input, the
+# landmark passes, and every quality threshold (they decide the reasons and whether a score is
+# withheld). Part of the key, so changing one misses instead of serving stale results.
+RESULT_SETTINGS = ("detector", "detector_size", "work_max_side", "mesh_passes")
+
+
 def resolved_options(options: ScoreOptions, settings: Settings) -> dict[str, Any]:
     """Options as the pipeline applies them: an omitted option equals its explicit default."""
+    from .scoring.features import FEATURES_VERSION
+
     return {
         "max_faces": options.max_faces or settings.max_faces,
         "min_face_size": settings.min_face_size if options.min_face_size is None else options.min_face_size,
         "detection_threshold": options.detection_threshold or settings.detection_threshold,
         "return_landmarks": options.return_landmarks, "return_embedding": options.return_embedding,
         "quality_gate": options.quality_gate, "always_score": options.always_score,
+        "settings": {name: getattr(settings, name) for name in settings.__dataclass_fields__
+                     if name in RESULT_SETTINGS or name.startswith("q_")},
+        "features": FEATURES_VERSION,
     }
 
 

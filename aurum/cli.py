@@ -205,7 +205,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from .client import ServiceError
 
     client = _client(args)
-    options = {"max_faces": args.max_faces, "return_embedding": args.embedding or None}
+    options = {"max_faces": args.max_faces, "return_embedding": args.embedding or None,
+               "always_score": args.always_score or None}
     options = {k: v for k, v in options.items() if v is not None}
     failures = 0
     if args.batch and len(args.images) > 1:
@@ -323,6 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", action="store_true", help="send all images as one batch job")
     p.add_argument("--embedding", action="store_true")
     p.add_argument("--max-faces", type=int, default=None, metavar="N")
+    p.add_argument("--always-score", action="store_true", help="a score even for faces that cannot be judged")
     p.add_argument("--no-progress", action="store_true")
     service_options(p)
     p.set_defaults(func=cmd_submit)

@@ -56,8 +56,8 @@ class Settings:
                                  "and only when a face is too small in the detection-size decode).")
     mesh_passes: int = setting("AURUM_MESH_PASSES", 2,
                                "FaceMesh passes per face: 2 (the crop re-placed from the first mesh, then run "
-                               "plain and mirrored: 3 model runs) or 1 (the detector's crop, plain and mirrored: 2 runs; "
-                               "about twice the landmark noise).")
+                               "plain and mirrored: 3 model runs), 1 (the detector's crop, plain and mirrored: 2 runs; "
+                               "about twice the landmark noise) or 3 (re-placed twice: 4 runs).")
     # --- detection defaults -----------------------------------------------------------------
     max_faces: int = setting("AURUM_MAX_FACES", 20, "Default cap on faces per image (largest first).")
     min_face_size: int = setting("AURUM_MIN_FACE_SIZE", 24, "Default smallest face side reported, pixels.")
@@ -130,8 +130,13 @@ class Settings:
                                 "they cost ~40 % of a worker's main-process CPU).")
 
     def __post_init__(self) -> None:
-        if self.mesh_passes not in (1, 2):
-            raise ValueError(f"AURUM_MESH_PASSES: 1 or 2, not {self.mesh_passes}")
+        if self.mesh_passes not in (1, 2, 3):
+            raise ValueError(f"AURUM_MESH_PASSES: 1, 2 or 3, not {self.mesh_passes}")
+        if not 0 <= self.q_min_sharpness < 0.8:  # confidence rises from it to 0.8 (aurum.scoring.trust)
+            raise ValueError(f"AURUM_Q_MIN_SHARPNESS: at least 0 and below 0.8, not {self.q_min_sharpness}")
+        for name in ("q_max_yaw", "q_max_pitch", "q_max_roll"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"AURUM_{name.upper()}: above 0, not {getattr(self, name)}")
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> "Settings":

@@ -20,6 +20,7 @@ from . import errors
 from .config import Settings
 from .image import decode_image
 from .schemas import ScoreOptions
+from .scoring.trust import withheld
 
 NAME, VERSION = "fallback_haar", "1.0.0"
 SIZE = 128
@@ -113,7 +114,9 @@ def score(data: bytes, options: ScoreOptions, settings: Settings, reason: str) -
             "keypoints": {k: [round(v[0] * inv, 1), round(v[1] * inv, 1)] for k, v in eyes.items()},
             "pose": None,
             "quality": {**q, "passed": not reasons, "reasons": reasons},
-            "score": {"value": round(value, 2), "components": {k: round(v, 4) for k, v in components.items()},
+            "score": {"value": None if withheld(reasons) and not options.always_score else round(value, 2),
+                      "withheld": withheld(reasons),
+                      "components": {k: round(v, 4) for k, v in components.items()},
                       "features": {k: round(v, 5) for k, v in features.items()},
                       "model": f"{NAME}@{VERSION}", "degraded": True},
         })

@@ -41,7 +41,6 @@ from .store import ModelStore
 
 SIZE = 192
 ROI_SCALE = 1.5
-NATIVE_FACE_SIDE = SIZE / ROI_SCALE  # a face box this long fills the crop at one image pixel per crop pixel
 
 
 @dataclass
@@ -75,7 +74,9 @@ def roi_matrix(centre: np.ndarray, side: float, phi: float) -> np.ndarray:
     k = side / SIZE
     c, s = np.cos(phi) * k, np.sin(phi) * k
     m = np.array([[c, -s, 0.0], [s, c, 0.0]])
-    m[:, 2] = np.asarray(centre, dtype=np.float64) - m[:, :2] @ [SIZE / 2, SIZE / 2]
+    # the crop's centre in pixel-centre coordinates (those of warpAffine and of the mirror flip,
+    # column i <-> SIZE-1-i) is (SIZE-1)/2, so a mirrored centre gives exactly the mirrored crop
+    m[:, 2] = np.asarray(centre, dtype=np.float64) - m[:, :2] @ [(SIZE - 1) / 2, (SIZE - 1) / 2]
     return m
 
 
@@ -90,6 +91,8 @@ def roi_matrix(centre: np.ndarray, side: float, phi: float) -> np.ndarray:
 ROI_FIT = {"C": 0.355, "D": 0.274, "E": -1.761}
 ROI_PER_BOX_SIDE = 1.25     # YuNet's longer box side -> the square's side
 ROI_PER_POSE_SCALE = 23.44  # the pose fit's scale (canonical face -> image pixels) -> the square's side
+# A face box this long fills its crop at one image pixel per crop pixel.
+NATIVE_FACE_SIDE = SIZE / ROI_PER_BOX_SIDE
 
 
 def roi_from_keypoints(points: np.ndarray, side: float) -> np.ndarray:

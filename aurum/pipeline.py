@@ -118,11 +118,11 @@ class Pipeline:
         with self._stage(live, "landmarks"):
             # Two passes (see aurum.landmarks): the detector's crop places the face, the first
             # mesh's own five points make the crop the final mesh is measured on.
-            # With one pass, the detector's crop is the final one (and is run mirrored too).
+            # Only the final pass runs mirrored too; with one pass the detector's crop is the final one.
+            from_mesh = lambda face: roi_from_mesh(  # noqa: E731
+                face.mesh, estimate_pose(face.mesh.points, self.geometry.mean_shape).scale)
             passes = [(lambda face: roi_transform(face.det), s.mesh_passes == 1)]
-            if s.mesh_passes > 1:
-                passes.append((lambda face: roi_from_mesh(
-                    face.mesh, estimate_pose(face.mesh.points, self.geometry.mean_shape).scale), True))
+            passes += [(from_mesh, k == s.mesh_passes - 1) for k in range(1, s.mesh_passes)]
             for roi, mirrored in passes:
                 crops = [self._crop(item.image, face.det, roi(face)) for item, face in faces]
                 for (item, face), mesh in zip(faces, self.facemesh.run(*zip(*crops), mirrored=mirrored) if crops else []):
@@ -140,7 +140,8 @@ class Pipeline:
                 for it, f in faces:
                     pixels, k = _face_pixels(it.image, f.det)
                     points = five_points(f.det.keypoints)  # YuNet's, as OpenCV aligns
-                    aligned.append(align(pixels, (f.mesh.five_points() if points is None else points) * k))
+                    points = f.mesh.five_points() if points is None else points
+                    aligned.append(align(pixels, points * k + (k - 1) / 2))  # rgb -> pixels, pixel centres
                 for (_, face), emb in zip(faces, self.sface.run(aligned)):
                     face.embedding = emb
 
@@ -183,7 +184,9 @@ class Pipeline:
         in a reduced decode is cropped from the working-size pixels instead; the transform still
         maps to ``image.rgb``, so the landmarks land in the same frame either way."""
         pixels, k = _face_pixels(image, det)
-        return warp_crop(pixels, crop_to_image * k, SIZE), crop_to_image
+        # rgb pixel centre x -> pixels' k x + (k - 1) / 2 (a pixel of rgb covers k x k of them)
+        to_pixels = np.array([[k, 0.0, (k - 1) / 2], [0.0, k, (k - 1) / 2], [0.0, 0.0, 1.0]])
+        return warp_crop(pixels, (to_pixels @ np.vstack([crop_to_image, [0.0, 0.0, 1.0]]))[:2], SIZE), crop_to_image
 
     @contextmanager
     def _stage(self, items: list[_Item], name: str) -> Iterator[None]:
@@ -209,7 +212,7 @@ class Pipeline:
             x0, y0, x1, y1 = (float(v) * inv for v in face.det.box)
             pose = {"yaw": round(face.pose.yaw, 2), "pitch": round(face.pose.pitch, 2), "roll": round(face.pose.roll, 2)}
             quality = assess(face.mesh, face.pose, face.measures, face.det.size * inv, img.rgb.shape[:2], self.settings)
-            unjudgeable = withheld(quality)
+            unjudgeable = withheld(quality["reasons"])
             out: dict[str, Any] = {
                 "box": [round(x0, 1), round(y0, 1), round(x1 - x0, 1), round(y1 - y0, 1)],
                 "confidence": round(face.det.score, 4),

@@ -85,7 +85,8 @@ class PoseSchema(Schema):
 
 class QualitySchema(Schema):
     sharpness = fields.Float(required=True, metadata={"description": "0-1 from the estimated blur: "
-                                                      "exp(-(blur / 0.035)^2)"})
+                                                      "exp(-(blur / 0.02)^2) (degraded results: from the "
+                                                      "Laplacian variance)"})
     blur = fields.Float(allow_none=True, metadata={"description": "Estimated Gaussian blur sigma / face width"})
     brightness = fields.Float(required=True)
     contrast = fields.Float(required=True)

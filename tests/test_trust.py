@@ -11,7 +11,8 @@ import cv2
 import numpy as np
 import pytest
 
-from aurum.landmarks import SIZE, roi_transform, warp_crop
+from aurum.embed import five_points
+from aurum.landmarks import SIZE, roi_from_keypoints, roi_transform, warp_crop
 from aurum.pipeline import Pipeline
 from aurum.regions import LEFT_EYE, RIGHT_EYE
 from aurum.schemas import ScoreOptions
@@ -112,10 +113,26 @@ def test_mesh_of_a_mirrored_crop_is_the_mirrored_mesh(pipeline: Pipeline, scale:
     assert np.abs(mirrored - a.points).max() < 0.05 * scale  # pixels; 1.5 px before
 
 
+def test_crop_of_mirrored_keypoints_is_the_mirrored_crop(pipeline: Pipeline) -> None:
+    """Both passes place their square from five points: mirrored points (left and right swapped)
+    must give exactly the mirrored square, in the pixel-centre convention the flip uses."""
+    rgb = photo_rgb("astronaut.png")
+    w = rgb.shape[1]
+    points = five_points(pipeline.detector.detect([rgb], 0.6)[0][0].keypoints)
+    mirrored = points[[1, 0, 2, 4, 3]].copy()
+    mirrored[:, 0] = w - 1 - mirrored[:, 0]
+    flip_image = np.array([[-1.0, 0, w - 1], [0, 1, 0], [0, 0, 1]])
+    flip_crop = np.array([[-1.0, 0, SIZE - 1], [0, 1, 0], [0, 0, 1]])
+    m = roi_from_keypoints(points, 150.0)
+    expected = (flip_image @ np.vstack([m, [0, 0, 1]]) @ flip_crop)[:2]
+    assert np.abs(roi_from_keypoints(mirrored, 150.0) - expected).max() < 1e-9
+
+
 def test_flipped_photo_scores_alike(pipeline: Pipeline) -> None:
     rgb = photo_rgb("astronaut.png")
     a = primary(pipeline, rgb)
     b = primary(pipeline, np.ascontiguousarray(rgb[:, ::-1]))
+    assert a["score"]["value"] is not None and b["score"]["value"] is not None
     assert b["score"]["value"] == pytest.approx(a["score"]["value"], abs=2.0)
     assert b["pose"]["yaw"] == pytest.approx(-a["pose"]["yaw"], abs=2.0)
     assert b["quality"]["reasons"] == a["quality"]["reasons"]
@@ -128,6 +145,7 @@ def test_in_plane_rotation_barely_moves_the_score(pipeline: Pipeline, angle: int
     turned = cv2.warpAffine(rgb, cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1.0), (w, h),
                             borderMode=cv2.BORDER_REFLECT)
     a, b = primary(pipeline, rgb), primary(pipeline, turned)
+    assert a["score"]["value"] is not None and b["score"]["value"] is not None
     assert b["score"]["value"] == pytest.approx(a["score"]["value"], abs=3.0)  # measured: <= 2.9
     assert b["pose"]["roll"] - a["pose"]["roll"] == pytest.approx(angle, abs=2.0)
 
@@ -239,7 +257,26 @@ def test_confidence_falls_with_blur(pipeline: Pipeline) -> None:
     assert soft["score"]["confidence"] < clean["score"]["confidence"]
 
 
-def test_always_score_is_part_of_the_cache_key(settings) -> None:
+def test_what_changes_a_result_is_part_of_the_cache_key(settings) -> None:
+    """always_score, the landmark passes and the thresholds that decide withholding."""
+    import dataclasses
+
     from aurum.cache import cache_key
 
-    assert cache_key("x", {}, ScoreOptions(), settings) != cache_key("x", {}, ALWAYS, settings)
+    key = cache_key("x", {}, ScoreOptions(), settings)
+    assert key != cache_key("x", {}, ALWAYS, settings)
+    for change in ({"mesh_passes": 1}, {"q_min_sharpness": 0.5}, {"q_min_eyes_visible": 0.6}):
+        assert key != cache_key("x", {}, ScoreOptions(), dataclasses.replace(settings, **change))
+    assert key == cache_key("x", {}, ScoreOptions(), dataclasses.replace(settings, redis_url="redis://elsewhere"))
+
+
+def test_the_degraded_path_withholds_too(settings) -> None:
+    """The fallback (OpenCV's Haar cascades, a simpler real score) keeps the same contract."""
+    from aurum import fallback
+
+    data = encode(cv2.GaussianBlur(photo_rgb("astronaut.png"), (0, 0), 6))
+    face = fallback.score(data, ScoreOptions(), settings, reason="test")["faces"][0]
+    assert "BLURRY" in face["quality"]["reasons"]
+    assert face["score"]["value"] is None and face["score"]["withheld"] == ["BLURRY"]
+    forced = fallback.score(data, ALWAYS, settings, reason="test")["faces"][0]["score"]
+    assert forced["value"] is not None

@@ -7,7 +7,7 @@
 - ``proportions``: mean |log ratio| of six facial proportions against the canonical face's.
 - ``texture``: unevenness of the skin: band-pass (difference of Gaussians at 4 % and 12 % of the
   inter-ocular distance) energy inside the cheeks-and-forehead mask, relative to the same band's
-  energy over the whole inner face (eyes, brows, nose, lips). Blur, downscaling and exposure
+  energy over the whole face oval (eyes, brows, nose and lips included). Blur, downscaling and exposure
   scale both alike, so the ratio does not reward a photo for missing detail the way an absolute
   measure does (a blurred face used to read as flawless skin).
 
@@ -28,6 +28,9 @@ from ..pose import Pose, frontalise
 from .. import regions as r
 
 FEATURES = ("symmetry", "averageness", "proportions", "texture")
+# How the features are measured; part of the result cache's key (a trained scorer keeps its own
+# version when the measurements under it change).
+FEATURES_VERSION = "2"
 
 
 @dataclass(frozen=True)
@@ -121,7 +124,7 @@ def texture_feature(mesh: Mesh) -> float:
     inner = mesh.face_mask
     if skin.sum() < 50 or inner.sum() < 50:
         return 0.0
-    iod = _iod(mesh.crop_points)
+    iod = max(_iod(mesh.crop_points), 1.0)
     band = (cv2.GaussianBlur(grey, (0, 0), TEXTURE_BAND[0] * iod)
             - cv2.GaussianBlur(grey, (0, 0), TEXTURE_BAND[1] * iod))
     return float(band[skin].std() / max(float(band[inner].std()), 1e-3))
@@ -137,7 +140,8 @@ AVERAGENESS_PER_BLUR = 5.6
 
 def face_features(mesh: Mesh, pose: Pose, geom: FaceGeometry, blur: float = 0.0) -> dict[str, float]:
     values = geometry_features(mesh, pose, geom)
-    values["averageness"] *= float(np.exp(AVERAGENESS_PER_BLUR * max(0.0, blur - BLUR_CLEAN)))
+    # blur is capped where the score is withheld anyway (a flat crop's estimate can be huge)
+    values["averageness"] *= float(np.exp(AVERAGENESS_PER_BLUR * min(max(0.0, blur - BLUR_CLEAN), 0.1)))
     values["texture"] = texture_feature(mesh)
     return values
 

@@ -3,7 +3,7 @@
 - ``confidence`` (0-1) is the product of what the photo lets us see and how steady the
   measurement was: sharpness (1 up to a blur of ~1 % of the face width, 0 at the BLURRY
   limit, ~2.2 %), eye and mouth visibility, frontal pose (falls with the square of yaw / pitch / roll
-  against their limits), face size (1 from 128 px, 0.5 at the 64 px limit), FaceMesh's face
+  against their limits), face size (1 from 128 px, 0.71 at the 64 px limit), FaceMesh's face
   presence, and the mesh's own stability: how far its plain and mirrored runs disagreed (1 up to
   2 % of the inter-ocular distance, which clean frontal photos stay under).
 - The value is withheld (``value: null``, ``withheld`` naming the quality reasons) when the face
@@ -39,6 +39,6 @@ def confidence(quality: dict, pose: dict, disagreement: float, settings: Setting
     return round(sharp * seen * frontal * size * quality["face_presence"] * steady, 3)
 
 
-def withheld(quality: dict) -> list[str]:
-    """The quality reasons that make this face's score unjudgeable (empty: it is given)."""
-    return [r for r in quality["reasons"] if r in UNJUDGEABLE]
+def withheld(reasons: list[str]) -> list[str]:
+    """The quality reasons that make a face's score unjudgeable (empty: it is given)."""
+    return [r for r in reasons if r in UNJUDGEABLE]
