@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from aurum.config import Settings  # noqa: E402
-from aurum.embed import align  # noqa: E402
+from aurum.embed import align, five_points  # noqa: E402
 from aurum.pipeline import Pipeline  # noqa: E402
 from aurum.schemas import ScoreOptions  # noqa: E402
 from aurum.scoring.features import feature_vector  # noqa: E402
@@ -93,10 +93,9 @@ def raw_model_ms(pipeline: Pipeline, images: list[bytes], embedding: bool, round
         result = pipeline.score(data, ScoreOptions(return_embedding=embedding))
         img = decode_image(data, pipeline.settings)
         dets = det.detect([img.rgb], pipeline.settings.detection_threshold)[0][:1]
-        crops, transforms = pipeline.facemesh.crops(img.rgb, dets)
-        mesh = pipeline.facemesh.run(crops, transforms)[0]
+        crops, _ = pipeline.facemesh.crops(img.rgb, dets)
         feats = np.array([feature_vector(result["faces"][0]["score"]["features"])], dtype=np.float32)
-        aligned = align(img.rgb, mesh.five_points())
+        aligned = align(img.rgb, five_points(dets[0].keypoints))
         prepared.append((img, crops, feats, aligned))
 
     def detector_feed(img):
@@ -109,8 +108,15 @@ def raw_model_ms(pipeline: Pipeline, images: list[bytes], embedding: bool, round
         square, _ = letterbox(img.rgb, det.size)
         return {"image": (square.astype(np.float32).transpose(2, 0, 1)[None] / 127.5 - 1)}
 
-    feeds = [(detector_feed(img),
-              {"image": np.stack(crops).astype(np.float32).transpose(0, 3, 1, 2) / 255},
+    # FaceMesh as the pipeline calls it: with two passes, one crop then the crop and its mirror
+    # in one call; with one pass, the crop and its mirror (aurum.landmarks)
+    def mesh_feeds(crops):
+        one = np.stack(crops).astype(np.float32).transpose(0, 3, 1, 2) / 255
+        pair = {"image": np.concatenate([one, one[:, :, :, ::-1]])}
+        return [{"image": one}] + [pair] * (pipeline.settings.mesh_passes - 1) if pipeline.settings.mesh_passes > 1 \
+            else [pair]
+
+    feeds = [(detector_feed(img), mesh_feeds(crops),
               {"features": feats},
               {store.session("sface").get_inputs()[0].name:
                np.ascontiguousarray(aligned[None, :, :, ::-1].astype(np.float32).transpose(0, 3, 1, 2))})
@@ -123,7 +129,8 @@ def raw_model_ms(pipeline: Pipeline, images: list[bytes], embedding: bool, round
         for f_det, f_mesh, f_score, f_emb in feeds:
             start = time.perf_counter()
             sessions[0].run(None, f_det)
-            sessions[1].run(None, f_mesh)
+            for feed in f_mesh:
+                sessions[1].run(None, feed)
             sessions[2].run(None, f_score)
             if embedding:
                 sessions[3].run(None, f_emb)
