@@ -17,6 +17,8 @@ from aurum.pipeline import Pipeline
 from aurum.regions import LEFT_EYE, RIGHT_EYE
 from aurum.schemas import ScoreOptions
 
+from bench.robustness import _eyes_bar
+
 from .conftest import PHOTOS, encode, group_photo, photo_rgb
 from .landmark_variants import variants
 
@@ -188,21 +190,10 @@ def test_a_small_sharp_face_is_not_blurry(pipeline: Pipeline) -> None:
 
 
 # --- occlusion ----------------------------------------------------------------------------------
-def _eye_bar(rgb: np.ndarray, face: dict, colour) -> np.ndarray:
-    out = rgb.copy()
-    re, le = (np.array(face["keypoints"][k]) for k in ("right_eye", "left_eye"))
-    d = float(np.linalg.norm(le - re))
-    c = (re + le) / 2
-    angle = float(np.degrees(np.arctan2(le[1] - re[1], le[0] - re[0])))
-    box = cv2.boxPoints(((float(c[0]), float(c[1])), (2.0 * d, 0.55 * d), angle))
-    cv2.fillConvexPoly(out, np.round(box).astype(np.int32), colour)
-    return out
-
-
 @pytest.mark.parametrize("colour", [(0, 0, 0), (128, 128, 128), (200, 160, 140)])
 def test_a_bar_over_the_eyes_is_caught(pipeline: Pipeline, colour) -> None:
     rgb = photo_rgb("astronaut.png")
-    face = primary(pipeline, _eye_bar(rgb, primary(pipeline, rgb), colour))
+    face = primary(pipeline, _eyes_bar(rgb, primary(pipeline, rgb), colour))
     assert "EYES_OCCLUDED" in face["quality"]["reasons"] and face["quality"]["eyes_visible"] < 0.5
     assert "EYES_CLOSED" not in face["quality"]["reasons"]  # the mesh's eyes under a bar mean nothing
     assert face["score"]["value"] is None
