@@ -50,6 +50,13 @@ class Settings:
     max_image_bytes: int = setting("AURUM_MAX_IMAGE_BYTES", 10 * 1024 * 1024, "Largest accepted upload, bytes.")
     max_image_pixels: int = setting("AURUM_MAX_IMAGE_PIXELS", 40_000_000,
                                     "Largest accepted width x height, checked from the header before decoding.")
+    max_decode_pixels: int = setting("AURUM_MAX_DECODE_PIXELS", 12_000_000,
+                                     "Largest width x height decoded at full size (PNG, WebP; JPEGs decode at a "
+                                     "reduced DCT size): bounds a decode's memory and time.")
+    max_jpeg_scans: int = setting("AURUM_MAX_JPEG_SCANS", 64,
+                                  "Most scans in a (progressive) JPEG; photos have 1-12.")
+    max_png_chunks: int = setting("AURUM_MAX_PNG_CHUNKS", 256,
+                                  "Most PNG chunks other than image data (text, metadata); photos have a few.")
     min_image_side: int = setting("AURUM_MIN_IMAGE_SIDE", 32, "Smallest accepted width or height, pixels.")
     work_max_side: int = setting("AURUM_WORK_MAX_SIDE", 2048,
                                  "Largest long side faces are cropped from (JPEG: decoded at reduced DCT size, "

@@ -62,6 +62,14 @@ class ImageTooLarge(AurumError):
     default_message = "The image exceeds the size limit."
 
 
+class ImageTooComplex(ImageTooLarge):
+    """Small in bytes and pixels, but built to cost a decoder far more than a photo does: thousands
+    of progressive scans, a flood of PNG chunks, or more pixels than a full decode may allocate."""
+
+    code = "IMAGE_TOO_COMPLEX"
+    default_message = "The image would cost too much to decode."
+
+
 class UnsupportedFormat(AurumError):
     code = "UNSUPPORTED_FORMAT"
     kind = "unsupported"

@@ -1,7 +1,10 @@
 """Decode and validate an uploaded photo, entirely in memory.
 
 Order matters for safety: size in bytes, then the format from the magic bytes, then the
-dimensions from the header (before any pixel is allocated), then the decode. JPEGs larger
+structure that sets a decode's cost (a JPEG's scan count, a PNG's chunk count: a few MB can hold
+60,000 progressive scans or 670,000 text chunks, minutes of decoding), then the dimensions from
+the header (before any pixel is allocated; PNG and WebP, which cannot decode at reduced size, to
+``AURUM_MAX_DECODE_PIXELS``), then the decode. JPEGs larger
 than the working size are decoded at a reduced DCT scale (much cheaper than decoding the full
 photo and resizing). EXIF orientation is applied; all other metadata is dropped.
 
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import struct
 import warnings
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -111,6 +115,8 @@ def probe(data: bytes, settings: Settings) -> Image.Image:
         raise errors.UnsupportedFormat(
             f"Unsupported image format ({fmt}); send JPEG, PNG or WebP.", detected=fmt)
 
+    _check_structure(data, fmt, settings)  # before Pillow's open, which walks a PNG's chunks itself
+
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -123,6 +129,11 @@ def probe(data: bytes, settings: Settings) -> Image.Image:
         raise errors.ImageTooLarge(
             f"The image is {width}x{height} pixels; the limit is {settings.max_image_pixels} pixels.",
             limit_pixels=settings.max_image_pixels, width=width, height=height)
+    if img.format != "JPEG" and width * height > settings.max_decode_pixels:
+        raise errors.ImageTooComplex(
+            f"The {fmt.upper()} image is {width}x{height} pixels; a {fmt.upper()} is decoded at full size, and the "
+            f"limit for that is {settings.max_decode_pixels} pixels (send a JPEG, or a smaller image).",
+            limit_pixels=settings.max_decode_pixels, width=width, height=height)
     if min(width, height) < settings.min_image_side:
         raise errors.ImageTooSmall(
             f"The image is {width}x{height} pixels; each side must be at least "
@@ -130,6 +141,33 @@ def probe(data: bytes, settings: Settings) -> Image.Image:
     if getattr(img, "n_frames", 1) > 1:
         raise errors.UnsupportedFormat("Animated images are not supported; send a single photo.")
     return img
+
+
+def _check_structure(data: bytes, fmt: str, settings: Settings) -> None:
+    """Refuse, in a few milliseconds and before any parser runs, files built to cost a decoder far
+    more than their size: every progressive scan is a full pass over the coefficients, and Pillow
+    walks every PNG chunk in Python."""
+    if fmt == "jpeg":
+        # 0xFF 0xDA starts a scan; inside entropy-coded data every 0xFF is stuffed (0xFF00), so
+        # the count is exact up to markers inside metadata (an embedded thumbnail's own scan).
+        scans = data.count(b"\xff\xda")
+        if scans > settings.max_jpeg_scans:
+            raise errors.ImageTooComplex(
+                f"The JPEG has {scans} scans; the limit is {settings.max_jpeg_scans} (photos have 1-12).",
+                scans=scans, limit_scans=settings.max_jpeg_scans)
+    elif fmt == "png":
+        chunks, offset, end = 0, 8, len(data)
+        while offset + 8 <= end:
+            length, kind = struct.unpack_from(">I4s", data, offset)
+            if kind == b"IEND":
+                break
+            if kind != b"IDAT":
+                chunks += 1
+                if chunks > settings.max_png_chunks:
+                    raise errors.ImageTooComplex(
+                        f"The PNG has more than {settings.max_png_chunks} chunks besides its image data "
+                        "(text or metadata); photos have a few.", limit_chunks=settings.max_png_chunks)
+            offset += 12 + length
 
 
 def decode_image(data: bytes, settings: Settings, detect_side: int = 0) -> DecodedImage:

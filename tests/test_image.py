@@ -250,3 +250,30 @@ def test_reduced_decodes_are_the_same_pixels_in_both_decoders(orientation: int, 
     slow = image._decode(data, image.probe(data, s), "jpeg", orientation, factor)
     assert fast.shape[:2] == ((1200 if orientation == 6 else 1600) // factor, (1600 if orientation == 6 else 1200) // factor)
     assert np.array_equal(fast, slow)
+
+
+def test_costly_files_are_refused_before_any_parser_runs(settings, monkeypatch) -> None:
+    """Scan floods and chunk floods are counted in the raw bytes: Pillow never sees them (its own
+    PNG open walks every chunk in Python, ~2 s for 670,000); PNG and WebP, decoded at full size,
+    are held to AURUM_MAX_DECODE_PIXELS from their headers."""
+    import PIL.Image
+
+    from aurum import errors
+    from aurum.image import probe
+
+    from .hostile.corpus import _png_chunk_flood, _png_header_bits, _progressive_scans, _webp_lossless_dims
+
+    real_open = PIL.Image.open
+    for data in (_progressive_scans(200), _png_chunk_flood(b"tEXt", 5000), _png_chunk_flood(b"zzZz", 5000)):
+        monkeypatch.setattr(PIL.Image, "open", lambda *a, **k: pytest.fail("parsed before the cost check"))
+        with pytest.raises(errors.ImageTooComplex):
+            probe(data, settings)
+    monkeypatch.setattr(PIL.Image, "open", real_open)
+    for data in (_png_header_bits(6400, 6250, 16, 0), _webp_lossless_dims(6324, 6324)):
+        with pytest.raises(errors.ImageTooComplex) as info:
+            probe(data, settings)
+        assert info.value.details["limit_pixels"] == settings.max_decode_pixels
+    # photos pass: a progressive JPEG, a PNG with a few text chunks, a PNG at the pixel limit's edge
+    probe(_progressive_scans(0), settings)
+    probe(_png_chunk_flood(b"tEXt", 20), settings)
+    probe(_png_header_bits(4000, 3000, 8, 2), settings)

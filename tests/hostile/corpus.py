@@ -65,6 +65,45 @@ def _jpeg_header_dims(width: int, height: int) -> bytes:
     return bytes(data)
 
 
+def _progressive_scans(extra: int) -> bytes:
+    """A real progressive JPEG of the portrait with its last scan repeated ``extra`` times: every
+    scan is a pass over the coefficients, so a few MB of them cost a decoder minutes."""
+    data = _encode(_rgb(), "JPEG", quality=90, progressive=True)
+    starts = [i for i in range(len(data) - 1) if data[i] == 0xFF and data[i + 1] == 0xDA] + [len(data) - 2]
+    a, b = min(zip(starts, starts[1:]), key=lambda ab: ab[1] - ab[0])  # the shortest scan
+    return data[:-2] + data[a:b] * extra + b"\xff\xd9"
+
+
+def _png_chunk(kind: bytes, payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+
+def _png_chunk_flood(kind: bytes, count: int) -> bytes:
+    """The portrait with ``count`` small ancillary chunks before its image data."""
+    data = _photo()
+    i = data.index(b"IDAT") - 4
+    return data[:i] + _png_chunk(kind, b"k\x00v") * count + data[i:]
+
+
+def _png_header_bits(width: int, height: int, depth: int, colour: int) -> bytes:
+    """A tiny PNG whose header declares ``width`` x ``height`` at ``depth`` bits, ``colour`` type."""
+    ihdr = struct.pack(">IIBBBBB", width, height, depth, colour, 0, 0, 0)
+    idat = zlib.compress(b"\x00" * 64)
+    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", idat) + _png_chunk(b"IEND", b"")
+
+
+def _webp_lossless_dims(width: int, height: int) -> bytes:
+    """A lossless WebP of a few bytes whose header declares ``width`` x ``height`` (a 34-byte one
+    declaring 6324 x 6324 decoded to 783 MB)."""
+    data = bytearray(_encode(np.zeros((16, 16, 3), np.uint8), "WEBP", lossless=True))
+    i = data.index(b"VP8L") + 8
+    assert data[i] == 0x2F
+    bits = int.from_bytes(data[i + 1:i + 5], "little")
+    bits = (bits & ~((1 << 28) - 1)) | (width - 1) | ((height - 1) << 14)
+    data[i + 1:i + 5] = bits.to_bytes(4, "little")
+    return bytes(data)
+
+
 def _with_exif_orientation(value: int) -> bytes:
     exif = Image.Exif()
     exif[0x0112] = value
@@ -106,6 +145,15 @@ def build_corpus(max_request_bytes: int) -> list[Case]:
              "IMAGE_TOO_LARGE"),
         Case("20000 x 20000 declared", "multipart", _png_header_dims(20_000, 20_000), 413, "IMAGE_TOO_LARGE"),
         Case("1 x 1 image", "multipart", _encode(rgb[:1, :1], "PNG"), 400, "IMAGE_TOO_SMALL"),
+        Case("progressive JPEG, 1500 repeated scans", "multipart", _progressive_scans(1500), 413, "IMAGE_TOO_COMPLEX"),
+        Case("progressive JPEG (valid)", "multipart", _encode(rgb, "JPEG", quality=90, progressive=True), 200, None),
+        Case("PNG with 60000 tEXt chunks", "multipart", _png_chunk_flood(b"tEXt", 60_000), 413, "IMAGE_TOO_COMPLEX"),
+        Case("PNG with 60000 private chunks", "multipart", _png_chunk_flood(b"prVt", 60_000), 413,
+             "IMAGE_TOO_COMPLEX"),
+        Case("16-bit grey PNG declaring 40 MP", "multipart", _png_header_bits(6400, 6250, 16, 0), 413,
+             "IMAGE_TOO_COMPLEX"),
+        Case("lossless WebP declaring 6324 x 6324", "multipart", _webp_lossless_dims(6324, 6324), 413,
+             "IMAGE_TOO_COMPLEX"),
         Case("CMYK JPEG (valid)", "multipart", _encode(Image.fromarray(rgb).convert("CMYK"), "JPEG"), 200, None),
         Case("16-bit PNG, no face", "multipart", _encode(png16.crop((0, 0, 96, 96)), "PNG"), 422, "NO_FACE"),
         Case("16-bit PNG (valid)", "multipart", _encode(png16, "PNG"), 200, None),
