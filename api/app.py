@@ -15,7 +15,7 @@ from aurum.schemas import ErrorSchema
 from aurum.keys import KeyStore
 from aurum.privacy import init_sentry
 
-from . import errors, observability, security
+from . import errors, observability, security, uploads
 from .auth import authenticate
 from .health import Health
 from .jobs import Jobs
@@ -36,6 +36,7 @@ def create_app(settings: Settings | None = None) -> Flask:
 
         init_sentry(settings.sentry_dsn, [FlaskIntegration()], settings.sentry_environment)
     app = Flask(__name__, static_folder="static", static_url_path="/static")
+    app.request_class = uploads.InMemoryRequest  # uploads never spooled to disk
     app.config.update(
         MAX_CONTENT_LENGTH=settings.max_request_bytes,  # werkzeug refuses larger bodies before reading
         API_TITLE="Aurum", API_VERSION=__version__, OPENAPI_VERSION="3.0.3",

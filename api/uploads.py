@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import io
 import re
-from typing import Any
+from typing import IO, Any
 
 from flask import Request
 
@@ -14,6 +15,16 @@ from aurum.schemas import ScoreOptionsSchema
 
 OPTION_FIELDS = tuple(ScoreOptionsSchema().fields)
 _DATA_URL = re.compile(r"^data:[\w/+.-]*;base64,", re.IGNORECASE)
+
+
+class InMemoryRequest(Request):
+    """Multipart files kept in memory. Werkzeug spools any file over 500 KB (every phone photo) to
+    an unlinked temporary file in /tmp, in clear, for the whole request; a face photo is biometric
+    data and never touches disk. The body is bounded by MAX_CONTENT_LENGTH before it is read."""
+
+    def _get_file_stream(self, total_content_length: int | None, content_type: str | None,
+                         filename: str | None = None, content_length: int | None = None) -> IO[bytes]:
+        return io.BytesIO()
 
 
 class InvalidBase64(errors.InvalidInput):

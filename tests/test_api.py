@@ -248,3 +248,22 @@ def test_a_lost_message_is_published_again(worker, monkeypatch) -> None:
     time.sleep(1.2)
     doc = wait_done(c, f"/api/ml/jobs/{job}")
     assert doc["status"] == "succeeded" and published == [job, job]
+
+
+def test_large_uploads_never_spool_to_disk(client, monkeypatch) -> None:
+    """Werkzeug writes any multipart file over 500 KB to a temporary file (in clear, for the whole
+    request); a face photo is biometric data, so the API keeps uploads in memory."""
+    import werkzeug.formparser
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("an upload went to a temporary file")
+
+    monkeypatch.setattr(werkzeug.formparser, "SpooledTemporaryFile", refuse)
+    import numpy as np
+
+    rgb = photo_rgb("astronaut.png")
+    noisy = np.clip(rgb.astype(np.int16) + np.random.default_rng(7).integers(-12, 12, rgb.shape), 0, 255)
+    data = encode(np.kron(noisy.astype(np.uint8), np.ones((2, 2, 1), np.uint8)))  # 1024 px, noisy: ~750 KB
+    assert len(data) > 600 * 1024  # past Werkzeug's 500 KB spooling threshold
+    response = upload(client, data)
+    assert response.status_code == 202, response.get_json()
