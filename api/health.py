@@ -3,27 +3,29 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import redis
 
-from workers.app import app as celery_app
-from workers.runtime import MODELS_PREFIX
+from workers.runtime import HEARTBEAT_TTL, HEARTBEATS, MODELS_PREFIX
 
 
 class Health:
-    def __init__(self, client: redis.Redis, ping_timeout: float = 0.5) -> None:
+    """Readiness from the heartbeats the worker children keep fresh in Redis: one round trip,
+    no Celery broadcast (a ping broadcast took 0.5-1 s per call and, with clients looping on
+    /ready, slowed every other request)."""
+
+    def __init__(self, client: redis.Redis) -> None:
         self.redis = client
-        self.ping_timeout = ping_timeout
+
+    def live_children(self) -> list[str]:
+        """"<hostname>:<child>" of every pool child that beat within the TTL (models loaded)."""
+        fresh = self.redis.zrangebyscore(HEARTBEATS, time.time() - HEARTBEAT_TTL, "+inf")
+        return sorted(m.decode() if isinstance(m, bytes) else m for m in fresh)
 
     def live_workers(self) -> list[str]:
-        # One retry: over Redis, a worker sometimes misses a broadcast that follows another
-        # closely (seen with every other back-to-back ping to a solo-pool worker).
-        for _ in range(2):
-            replies = celery_app.control.ping(timeout=self.ping_timeout) or []
-            if replies:
-                break
-        return sorted(name for reply in replies for name in reply)
+        return sorted({child.rsplit(":", 1)[0] for child in self.live_children()})
 
     def worker_models(self, hostnames: list[str] | None = None) -> list[dict[str, Any]]:
         rows = []
@@ -36,20 +38,14 @@ class Health:
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
         checks: dict[str, Any] = {}
-        reasons = []
         try:
-            self.redis.ping()
+            children = self.live_children()  # also the Redis check: one round trip in all
             checks["redis"] = "ok"
         except redis.RedisError as exc:
             checks["redis"] = f"unreachable ({type(exc).__name__})"
-            reasons.append("REDIS_UNREACHABLE")
-            return False, {"checks": checks, "reasons": reasons}
-        workers = self.live_workers()
-        checks["workers"] = workers
-        if not workers:
-            reasons.append("NO_WORKER")
-        loaded = [row for row in self.worker_models(workers) if row["models"]]
-        checks["children_with_models"] = len(loaded)
-        if workers and not loaded:
-            reasons.append("MODELS_NOT_LOADED")
+            return False, {"checks": checks, "reasons": ["REDIS_UNREACHABLE"]}
+        # a child beats only once its models are loaded: a live child is a ready one
+        checks["workers"] = sorted({child.rsplit(":", 1)[0] for child in children})
+        checks["children_with_models"] = len(children)
+        reasons = [] if children else ["NO_WORKER"]
         return not reasons, {"checks": checks, "reasons": reasons}

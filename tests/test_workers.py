@@ -256,3 +256,45 @@ def test_gpu_pinning_wiring_falls_back_to_cpu_here(monkeypatch, caplog) -> None:
     assert pipe.settings.gpus == (5,) and pipe.store.device_id == 5
     assert {m.provider for m in pipe.store.loaded().values()} == {"CPUExecutionProvider"}
     assert len([r for r in caplog.records if "CUDA" in r.getMessage()]) == 1
+
+
+def test_ready_reads_heartbeats_not_a_broadcast(redis_server, monkeypatch) -> None:
+    """/ready is one Redis read of the children's heartbeats: it never broadcasts to the workers,
+    it is ready while a child beats and not ready once its beats are older than the TTL."""
+    import time
+
+    import redis as redis_lib
+    from celery.app.control import Control
+
+    from api.health import Health
+    from workers import runtime
+
+    import api.health
+
+    monkeypatch.setattr(Control, "ping", lambda *a, **k: pytest.fail("a broadcast from /ready"))
+    key = "aurum:test-heartbeats"  # this module's live worker beats into the real set meanwhile
+    monkeypatch.setattr(api.health, "HEARTBEATS", key)
+    client = redis_lib.Redis.from_url(redis_server.url)
+    health = Health(client)
+    ok, body = health.readiness()
+    assert not ok and body["reasons"] == ["NO_WORKER"]
+    client.zadd(key, {"celery@old:0": time.time() - runtime.HEARTBEAT_TTL - 1})
+    assert not health.readiness()[0]  # a stale beat is no worker
+    client.zadd(key, {"celery@host:1": time.time()})
+    ok, body = health.readiness()
+    assert ok and body["checks"]["workers"] == ["celery@host"] and body["checks"]["children_with_models"] == 1
+    client.delete(key)
+
+
+def test_a_loaded_child_beats(worker) -> None:
+    """The module's worker loaded its models (worker_process_init): its child is in the set."""
+    import time
+
+    import redis as redis_lib
+
+    from aurum.config import Settings
+    from workers import runtime
+
+    client = redis_lib.Redis.from_url(Settings.from_env().redis_url)  # the database the worker uses
+    fresh = client.zrangebyscore(runtime.HEARTBEATS, time.time() - runtime.HEARTBEAT_TTL, "+inf")
+    assert fresh and all(m.decode().rsplit(":", 1)[1].isdigit() for m in fresh)

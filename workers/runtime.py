@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import time
 
 from aurum.config import Settings
@@ -28,6 +29,40 @@ def ort_threads(concurrency: int | None, cores: int | None = None) -> int:
 
 
 MODELS_PREFIX = "aurum:models:"
+# Liveness that the API reads without a broadcast: every pool child with its models loaded adds
+# "<hostname>:<child>" to this sorted set, scored by the time, every HEARTBEAT_INTERVAL seconds.
+# A member fresher than HEARTBEAT_TTL is a live child; /ready is one ZCOUNT.
+HEARTBEATS = "aurum:heartbeats"
+HEARTBEAT_INTERVAL = 5.0
+HEARTBEAT_TTL = 15.0
+_beating: dict[str, threading.Event] = {}
+
+
+def start_heartbeat(hostname: str, child_index: int) -> None:
+    """Beat for this child from a daemon thread (a busy child keeps beating; a dead one stops)."""
+    member = f"{hostname}:{child_index}"
+    stop_heartbeats()  # a process beats for one child: the one it is now
+    stop = _beating[member] = threading.Event()
+
+    def beat() -> None:
+        while not stop.is_set():
+            try:
+                now = time.time()
+                with images().redis.pipeline(transaction=False) as pipe:
+                    pipe.zadd(HEARTBEATS, {member: now})
+                    pipe.zremrangebyscore(HEARTBEATS, "-inf", now - 20 * HEARTBEAT_TTL)  # long gone
+                    pipe.execute()
+            except Exception as exc:  # Redis away: beat again when it is back
+                log.debug("heartbeat not sent: %s", exc)
+            stop.wait(HEARTBEAT_INTERVAL)
+
+    threading.Thread(target=beat, name="aurum-heartbeat", daemon=True).start()
+
+
+def stop_heartbeats() -> None:
+    for event in _beating.values():
+        event.set()
+    _beating.clear()
 
 
 def load(child_index: int = 0, concurrency: int | None = None, hostname: str | None = None) -> Pipeline:
@@ -49,6 +84,7 @@ def load(child_index: int = 0, concurrency: int | None = None, hostname: str | N
     MODEL_LOAD_SECONDS.observe(time.perf_counter() - start)
     if hostname:
         publish_models(hostname, child_index, pipeline)
+        start_heartbeat(hostname, child_index)
     log.info("child %d: models loaded in %.0f ms (device %s, gpu %s, %d ORT threads)",
              child_index, (time.perf_counter() - start) * 1000, settings.device,
              settings.gpus[0] if settings.device == "cuda" else "-", settings.ort_threads)

@@ -8,7 +8,7 @@ import os
 
 from billiard.process import current_process
 from celery.signals import (celeryd_init, setup_logging, task_postrun, task_prerun, worker_init,
-                            worker_process_init)
+                            worker_process_init, worker_process_shutdown, worker_shutdown)
 
 from aurum import logs
 
@@ -56,6 +56,14 @@ def load_models(sender: str | None = None, **_: object) -> None:
     index = getattr(current_process(), "index", 0) or 0
     start_metrics_exporter(index)
     runtime.load(child_index=index, concurrency=app.conf.worker_concurrency, hostname=sender or _nodename)
+
+
+@worker_process_shutdown.connect
+@worker_shutdown.connect
+def stop_heartbeats(**_: object) -> None:
+    """A child (or a solo worker) that stops says so by no longer beating: /ready drops it
+    within the heartbeat TTL, without waiting for a broadcast to go unanswered."""
+    runtime.stop_heartbeats()
 
 
 @task_prerun.connect

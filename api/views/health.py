@@ -15,7 +15,8 @@ class ReadySchema(Schema):
     status = fields.String(required=True, metadata={"description": "ready | not ready"})
     checks = fields.Dict(required=True, metadata={"description": "redis, workers, children_with_models"})
     reasons = fields.List(fields.String(), required=True,
-                          metadata={"description": "REDIS_UNREACHABLE, NO_WORKER, MODELS_NOT_LOADED"})
+                          metadata={"description": "REDIS_UNREACHABLE, or NO_WORKER: no pool child with its "
+                                                   "models loaded has sent a heartbeat within 15 s"})
 
 
 @blp.route("/health", methods=["GET"])
@@ -29,7 +30,8 @@ def health():
 @blp.alt_response(200, schema=ReadySchema, description="Ready to score")
 @blp.alt_response(503, schema=ReadySchema, description="Not ready, with reasons")
 def ready():
-    """Readiness: Redis reachable, a worker answers a ping, and it has loaded its models."""
+    """Readiness: Redis reachable and a worker child with its models loaded beat within 15 s
+    (one Redis read; no broadcast to the workers)."""
     ok, body = current_app.extensions["aurum.health"].readiness()
     body["status"] = "ready" if ok else "not ready"
     return jsonify(body), 200 if ok else 503
