@@ -8,6 +8,8 @@ import os
 import threading
 import time
 
+import redis
+
 from aurum.config import Settings
 from aurum.pipeline import Pipeline
 from aurum.store import gpu_for_child
@@ -35,33 +37,45 @@ MODELS_PREFIX = "aurum:models:"
 HEARTBEATS = "aurum:heartbeats"
 HEARTBEAT_INTERVAL = 5.0
 HEARTBEAT_TTL = 15.0
-_beating: dict[str, threading.Event] = {}
+_beating: dict[str, tuple[threading.Event, threading.Thread]] = {}
 
 
 def start_heartbeat(hostname: str, child_index: int) -> None:
-    """Beat for this child from a daemon thread (a busy child keeps beating; a dead one stops)."""
+    """Beat for this child from a daemon thread (a busy child keeps beating; a dead one stops).
+
+    The thread has its own connection, closed when it stops: a daemon thread frozen at
+    interpreter exit inside a shared pool's lock would deadlock whoever closes that pool."""
     member = f"{hostname}:{child_index}"
     stop_heartbeats()  # a process beats for one child: the one it is now
-    stop = _beating[member] = threading.Event()
+    stop = threading.Event()
+    client = redis.Redis.from_url(Settings.from_env().redis_url, socket_timeout=2, socket_connect_timeout=2)
 
     def beat() -> None:
-        while not stop.is_set():
-            try:
-                now = time.time()
-                with images().redis.pipeline(transaction=False) as pipe:
-                    pipe.zadd(HEARTBEATS, {member: now})
-                    pipe.zremrangebyscore(HEARTBEATS, "-inf", now - 20 * HEARTBEAT_TTL)  # long gone
-                    pipe.execute()
-            except Exception as exc:  # Redis away: beat again when it is back
-                log.debug("heartbeat not sent: %s", exc)
-            stop.wait(HEARTBEAT_INTERVAL)
+        try:
+            while not stop.is_set():
+                try:
+                    now = time.time()
+                    with client.pipeline(transaction=False) as pipe:
+                        pipe.zadd(HEARTBEATS, {member: now})
+                        pipe.zremrangebyscore(HEARTBEATS, "-inf", now - 20 * HEARTBEAT_TTL)  # long gone
+                        pipe.execute()
+                except Exception as exc:  # Redis away: beat again when it is back
+                    log.debug("heartbeat not sent: %s", exc)
+                stop.wait(HEARTBEAT_INTERVAL)
+        finally:
+            client.close()
 
-    threading.Thread(target=beat, name="aurum-heartbeat", daemon=True).start()
+    thread = threading.Thread(target=beat, name="aurum-heartbeat", daemon=True)
+    _beating[member] = (stop, thread)
+    thread.start()
 
 
 def stop_heartbeats() -> None:
-    for event in _beating.values():
-        event.set()
+    """Stop this process's heartbeat and wait for it (a beat in flight ends within its timeout)."""
+    for stop, thread in _beating.values():
+        stop.set()
+        if thread is not threading.current_thread():
+            thread.join(5)
     _beating.clear()
 
 
@@ -129,6 +143,7 @@ def cache() -> ResultCache | None:
 def reset() -> None:
     """Forget per-process state (tests, and after a configuration change)."""
     global _pipeline, _images, _cache
+    stop_heartbeats()
     _pipeline = None
     _images = None
     _cache = None
