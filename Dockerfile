@@ -2,6 +2,7 @@ FROM python:3.11-slim
 WORKDIR /app
 COPY setup.cfg pyproject.toml README.md celeryconfig.py ./
 COPY aurum aurum
+COPY service service
 COPY workers workers
 COPY api api
 RUN pip install --no-cache-dir -e .

@@ -24,8 +24,7 @@ result_accept_content = ["aurum-sealed"]
 # and re-queue when the worker process dies mid-job (a delivery counter stops poison images).
 task_acks_late = True
 task_reject_on_worker_lost = True
-# Micro-batching (workers/microbatch.py) needs the waiting jobs in the worker to batch them.
-worker_prefetch_multiplier = max(_s.prefetch, _s.micro_batch)
+worker_prefetch_multiplier = _s.prefetch
 
 # Privacy: results are biometric derivatives and expire.
 result_expires = _s.result_ttl
@@ -35,9 +34,9 @@ task_soft_time_limit = _s.task_soft_time_limit
 task_time_limit = _s.task_time_limit
 # Redis redelivers unacknowledged messages after the visibility timeout: keep it above the hard
 # time limit so a slow job is never delivered twice while it is still running.
-# A worker that dies holds up to AURUM_MICRO_BATCH x concurrency reserved messages: kombu
-# restores them once they are older than the visibility timeout, in a sweep that by default runs
-# only every 10 x 10 s; every 10 s here (one ZRANGE on a small index).
+# A worker that dies holds AURUM_PREFETCH x concurrency reserved messages: kombu restores them
+# once they are older than the visibility timeout, in a sweep that by default runs only every
+# 10 x 10 s; every 10 s here (one ZRANGE on a small index).
 broker_transport_options = {"visibility_timeout": _s.task_time_limit * 4, "unacked_restore_throttle": 1}
 # Fail fast when Redis is down: the API must answer 503 within a second, not hang.
 broker_connection_timeout = 1.0

@@ -12,7 +12,7 @@ from aurum import __version__, logs
 from aurum.config import Settings
 from aurum.schemas import ErrorSchema
 
-from aurum.keys import KeyStore
+from service.keys import KeyStore
 from aurum.privacy import init_sentry
 
 from . import errors, observability, security, uploads

@@ -6,7 +6,7 @@ from __future__ import annotations
 from flask import current_app, g, request
 
 from aurum import errors
-from aurum.keys import ApiKey, KeyStore
+from service.keys import ApiKey, KeyStore
 
 ANONYMOUS = ApiKey(id="anonymous", name="anonymous", rate=None, created_at=0.0)
 

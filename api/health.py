@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import time
 from typing import Any
 
 import redis
 
-from workers.runtime import HEARTBEAT_TTL, HEARTBEATS, MODELS_PREFIX
+from service import heartbeats
 
 
 class Health:
@@ -21,20 +19,13 @@ class Health:
 
     def live_children(self) -> list[str]:
         """"<hostname>:<child>" of every pool child that beat within the TTL (models loaded)."""
-        fresh = self.redis.zrangebyscore(HEARTBEATS, time.time() - HEARTBEAT_TTL, "+inf")
-        return sorted(m.decode() if isinstance(m, bytes) else m for m in fresh)
+        return heartbeats.live(self.redis)
 
     def live_workers(self) -> list[str]:
         return sorted({child.rsplit(":", 1)[0] for child in self.live_children()})
 
     def worker_models(self, hostnames: list[str] | None = None) -> list[dict[str, Any]]:
-        rows = []
-        for hostname in self.live_workers() if hostnames is None else hostnames:
-            for key in self.redis.scan_iter(f"{MODELS_PREFIX}{hostname}:*"):
-                raw = self.redis.get(key)
-                if raw:
-                    rows.append(json.loads(raw))
-        return sorted(rows, key=lambda r: (r["hostname"], r["child"]))
+        return heartbeats.models(self.redis, self.live_workers() if hostnames is None else hostnames)
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
         checks: dict[str, Any] = {}

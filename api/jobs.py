@@ -1,10 +1,10 @@
 """Jobs as the API sees them: submit (answer from cache, attach to an identical job in flight, or
-store the images and enqueue), read status from the result backend, wait by polling, delete
-everything a job left behind.
+store the images and enqueue), read status from the result backend, wait on the job's
+announcement stream, delete everything a job left behind (even while it runs).
 
 The API never calls ``AsyncResult.get()``: that subscribes to pub/sub and stalls under
 threaded web workers. It reads the result key, and waits for a job on the job's own
-announcement stream (:mod:`workers.done`).
+announcement stream (:mod:`service.done`).
 """
 
 from __future__ import annotations
@@ -24,15 +24,14 @@ from aurum.config import Settings
 from aurum.schemas import ScoreOptions
 from aurum.sealing import sealer
 from aurum import logs
-from aurum.cache import ResultCache, cache_key
-from workers import done
-from workers.imagestore import ImageStore
+from service import done, keyspace
+from service.cache import ResultCache, cache_key
+from service.images import ImageStore
 from workers.tasks import JobFailed, score_batch, score_image
 
 from .errors import JobNotFound, ServiceUnavailable
 from .observability import API_CACHE, REQUEUES, SUBMISSIONS
 
-JOB_PREFIX = "aurum:job:"
 WAIT_SLICE = 0.5  # seconds; below the API's Redis socket timeout
 STATUS = {states.PENDING: "queued", states.RECEIVED: "queued", states.RETRY: "queued",
           states.STARTED: "running", "PROGRESS": "running",
@@ -54,15 +53,17 @@ class Jobs:
                ) -> tuple[str, dict[str, Any]]:
         """Accept a job: from cache, attached to an identical job in flight, or enqueued. Only
         then does the caller get its job id (and the job's record, to wait without reading it
-        back)."""
+        back). Cache entries and claims are scoped to the owner (see service/cache.py)."""
         job_id = secrets.token_hex(16)  # 128 random bits: not guessable
         record: dict[str, Any] = {"kind": "batch" if batch else "single", "total": len(images),
                                   "created_at": time.time(), "owner": owner, "images": []}
         plain = {k: v for k, v in vars(options).items() if v is not None}
         record["options"] = plain  # to publish the job again if its message is lost
+        if self.cache is not None:  # a DELETE evicts every entry the job makes
+            record["cache_keys"] = [cache_key(hashlib.sha256(data).hexdigest(), self.versions, options,
+                                              self.settings, scope=owner) for data in images]
         if not batch and self.cache is not None:
-            key = cache_key(hashlib.sha256(images[0]).hexdigest(), self.versions, options, self.settings)
-            record["cache_key"] = key  # a delete evicts the cached result too
+            key = record["cache_keys"][0]
             hit = self.cache.get(key)
             API_CACHE.labels("miss" if hit is None else "hit").inc()
             if hit is not None:
@@ -72,29 +73,31 @@ class Jobs:
                 return job_id, record
             leader = self.cache.claim(key, job_id, self.settings.task_time_limit * 2)
             if leader is not None:
-                record["follows"] = leader  # the same image and options are being scored now
-                self._save(job_id, record)
-                SUBMISSIONS.labels("single", "coalesced").inc()
-                return job_id, record
+                # The same owner, image and options are being scored now: follow that job. The
+                # follower keeps its own image, to run alone if the leader is deleted or cancelled.
+                record["follows"] = leader
         try:
             with self.redis.pipeline(transaction=False) as pipe:  # images and record: one round trip
                 for data in images:
                     record["images"].append(self.images.put(data, pipe))
                 self._save(job_id, record, pipe)
                 pipe.execute()
-            self._publish(job_id, record)
+            if "follows" not in record:
+                self._publish(job_id, record)
         except Exception:
-            self._cleanup(job_id, record["images"])
+            self._cleanup(job_id, record)
             raise
-        SUBMISSIONS.labels(record["kind"], "queued").inc()
+        SUBMISSIONS.labels(record["kind"], "coalesced" if "follows" in record else "queued").inc()
         return job_id, record
 
     def _publish(self, job_id: str, record: dict[str, Any]) -> None:
         headers = {"aurum_submitted_at": time.time(), "aurum_request_id": logs.request_id.get()}
+        keys = record.get("cache_keys")
         if record["kind"] == "batch":
-            score_batch.apply_async(args=(record["images"], record["options"]), task_id=job_id, headers=headers)
+            score_batch.apply_async(args=(record["images"], record["options"], keys), task_id=job_id, headers=headers)
         else:
-            score_image.apply_async(args=(record["images"][0], record["options"]), task_id=job_id, headers=headers)
+            score_image.apply_async(args=(record["images"][0], record["options"], keys[0] if keys else None),
+                                    task_id=job_id, headers=headers)
 
     def _maybe_requeue(self, job_id: str, state: str) -> None:
         """Publish a job again when it has waited, never started, longer than AURUM_REQUEUE_AFTER.
@@ -105,42 +108,58 @@ class Jobs:
         merely waiting in a deep queue may run twice; results are idempotent."""
         if state != states.PENDING:
             return
-        key = JOB_PREFIX + job_id
-        raw = self.redis.get(key)
-        if raw is None:
-            return
-        record = json.loads(sealer().unseal(raw, key.encode()))
-        if "cached" in record or "follows" in record or not record.get("images"):
+        record = self._load(job_id)
+        if record is None or "cached" in record or "follows" in record or not record.get("images"):
             return
         waited = time.time() - record.get("queued_at", record["created_at"])
         if waited < self.settings.requeue_after or record.get("requeues", 0) >= 3:
             return
-        if not self.redis.set(f"aurum:requeue:{job_id}", 1, nx=True, ex=max(1, self.settings.requeue_after)):
+        if not self.redis.set(keyspace.requeue(job_id), 1, nx=True, ex=max(1, self.settings.requeue_after)):
             return  # another API process is doing it
         record["requeues"] = record.get("requeues", 0) + 1
         record["queued_at"] = time.time()
-        self.redis.set(key, sealer().seal(json.dumps(record).encode(), key.encode()), keepttl=True)
+        self._save(job_id, record, keep_ttl=True)
         REQUEUES.inc()
         self._publish(job_id, record)
 
-    def _save(self, job_id: str, record: dict[str, Any], pipe: redis.client.Pipeline | None = None) -> None:
-        key = JOB_PREFIX + job_id
-        (pipe or self.redis).set(key, sealer().seal(json.dumps(record).encode(), key.encode()),
-                                 ex=self.settings.result_ttl)
+    def _promote(self, job_id: str, record: dict[str, Any]) -> None:
+        """A follower whose leader will give it nothing (deleted, cancelled, or never published
+        because its submission failed) runs as a job of its own, on its own copy of the image."""
+        del record["follows"]
+        if not self.redis.set(keyspace.requeue(job_id), 1, nx=True, ex=max(1, self.settings.requeue_after)):
+            return  # another API process is doing it
+        record["queued_at"] = time.time()
+        self._save(job_id, record, keep_ttl=True)
+        self._publish(job_id, record)
 
-    def _cleanup(self, job_id: str, keys: list[str]) -> None:
+    def _save(self, job_id: str, record: dict[str, Any], pipe: redis.client.Pipeline | None = None,
+              keep_ttl: bool = False) -> None:
+        key = keyspace.job(job_id)
+        sealed = sealer().seal(json.dumps(record).encode(), key.encode())
+        if keep_ttl:
+            (pipe or self.redis).set(key, sealed, keepttl=True)
+        else:
+            (pipe or self.redis).set(key, sealed, ex=self.settings.result_ttl)
+
+    def _load(self, job_id: str) -> dict[str, Any] | None:
+        key = keyspace.job(job_id)
+        raw = self.redis.get(key)
+        return json.loads(sealer().unseal(raw, key.encode())) if raw is not None else None
+
+    def _cleanup(self, job_id: str, record: dict[str, Any]) -> None:
+        """Undo a submission that failed: its images, record and claim."""
         try:
-            self.images.delete(*keys)
-            self.redis.delete(JOB_PREFIX + job_id)
+            self.images.delete(*record["images"])
+            self.redis.delete(keyspace.job(job_id))
+            if self.cache is not None:
+                self.cache.release(record.get("cache_keys", []), job_id)
         except redis.RedisError:
             pass  # the keys expire with their TTL
 
     # --- read ---------------------------------------------------------------------------------
     def record(self, job_id: str, owner: str) -> dict[str, Any]:
         """The job's record; another key's job is 404 too, so that ids leak nothing."""
-        key = JOB_PREFIX + job_id
-        raw = self.redis.get(key) if _valid_id(job_id) else None
-        record = json.loads(sealer().unseal(raw, key.encode())) if raw is not None else None
+        record = self._load(job_id) if _valid_id(job_id) else None
         if record is None or not hmac.compare_digest(record["owner"], owner):
             raise JobNotFound()
         return record
@@ -155,6 +174,15 @@ class Jobs:
         effective = record.get("follows", job_id)  # a coalesced job follows the one computing it
         meta = self.backend.get_task_meta(effective)
         state = meta["status"]
+        if effective != job_id:
+            if state == states.REVOKED or (state == states.PENDING and not self.redis.exists(keyspace.job(effective))):
+                self._promote(job_id, record)
+                effective, meta = job_id, self.backend.get_task_meta(job_id)
+                state = meta["status"]
+            elif state in states.READY_STATES and record["images"]:
+                self.images.delete(*record["images"])  # the leader's outcome is this job's: its copy goes
+                record["images"] = []
+                self._save(job_id, record, keep_ttl=True)
         self._maybe_requeue(effective, state)
         doc["status"] = STATUS.get(state, "queued")
         if record["kind"] == "batch":
@@ -163,37 +191,44 @@ class Jobs:
                 done = meta["result"].get("done", 0)
             doc["progress"] = {"done": done, "total": record["total"]}
         if state == states.SUCCESS:
-            doc.update(_outcome(meta["result"], cached="follows" in record))
+            doc.update(_outcome(meta["result"], cached=effective != job_id))
         elif state in (states.FAILURE, states.REVOKED):
             doc["error"] = failure(meta.get("result"))["error"]
         return doc
 
     def wait(self, job_id: str, owner: str, timeout: float, record: dict[str, Any] | None = None) -> dict[str, Any]:
         """The job's status once it has ended, or when ``timeout`` runs out. Blocks on the job's
-        announcement stream (workers/done.py) rather than polling; in slices of at most
+        announcement stream (service/done.py) rather than polling; in slices of at most
         ``WAIT_SLICE`` so that a lost announcement (Redis restarted) costs at most one slice."""
         deadline = time.monotonic() + timeout
         record = record or self.record(job_id, owner)  # a cache hit is answered without Redis
-        effective = record.get("follows", job_id)
-        seen = "0"
+        seen, watched = "0", None
         while True:
             doc = self._status(job_id, record)
             left = deadline - time.monotonic()
             if doc["status"] in ("succeeded", "failed") or left <= 0:
                 return doc
+            effective = record.get("follows", job_id)  # a promoted follower waits on itself
+            if effective != watched:
+                seen, watched = "0", effective
             seen = done.wait(self.redis, effective, seen, min(left, WAIT_SLICE))
 
     # --- delete -------------------------------------------------------------------------------
     def delete(self, job_id: str, owner: str) -> None:
+        """Remove everything of a job: record, images, result, cache entries, claims, job-ended
+        stream and counters. A tombstone (kept for the result TTL) makes a worker that meets
+        the job drop it, and one that is running it remove what it stores afterwards."""
         record = self.record(job_id, owner)
-        if "cached" not in record and "follows" not in record:
-            if self.backend.get_task_meta(job_id)["status"] not in states.READY_STATES:
-                # dropped when a worker meets it (revoking a finished job would write a REVOKED state)
-                score_image.app.control.revoke(job_id)
-            self.backend.forget(job_id)
-        if self.cache is not None and record.get("cache_key"):
-            self.cache.evict(record["cache_key"])
-        self._cleanup(job_id, record["images"])
+        cache_keys = record.get("cache_keys", [])
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.set(keyspace.deleted(job_id), 1, ex=self.settings.result_ttl)  # first: see workers/tasks.py
+            pipe.delete(*keyspace.of_job(job_id), *record["images"])
+            if self.cache is not None:
+                self.cache.release(cache_keys, job_id, pipe)
+            pipe.execute()
+        self.backend.forget(job_id)
+        if self.cache is not None and cache_keys:
+            self.cache.evict(*cache_keys)
 
     # --- health -------------------------------------------------------------------------------
     def ping_redis(self) -> None:

@@ -138,7 +138,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_keys(args: argparse.Namespace) -> int:
     import redis
 
-    from .keys import KeyStore
+    from service.keys import KeyStore
 
     settings = Settings.from_env()
     store = KeyStore(redis.Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2))
@@ -179,7 +179,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
 def cmd_cache(args: argparse.Namespace) -> int:
     import redis
 
-    from .cache import ResultCache
+    from service.cache import ResultCache
 
     settings = Settings.from_env()
     client = redis.Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)

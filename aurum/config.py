@@ -108,16 +108,7 @@ class Settings:
     task_time_limit: int = setting("AURUM_TASK_TIME_LIMIT", 30, "Seconds before a job's process is killed.")
     requeue_after: int = setting("AURUM_REQUEUE_AFTER", 300,
                                  "Seconds a job may wait, never started, before a status read publishes it again.")
-    prefetch: int = setting("AURUM_PREFETCH", 1, "Messages each worker process reserves ahead "
-                            "(raised to AURUM_MICRO_BATCH when that is larger).")
-    micro_batch: int = setting("AURUM_MICRO_BATCH", 16, "Most single-image jobs a worker process runs together "
-                               "when the queue is deep (1: one at a time).")
-    micro_batch_policy: str = setting("AURUM_MICRO_BATCH_POLICY", "pool",
-                                      "pool: a job goes at once to a free process, waiting jobs go together "
-                                      "when one frees; timer: celery-batches' own count-or-interval flush.")
-    micro_batch_interval: float = setting("AURUM_MICRO_BATCH_INTERVAL", 0.25,
-                                          "Seconds: the timer policy's batching window; the pool policy's "
-                                          "safety-net flush.")
+    prefetch: int = setting("AURUM_PREFETCH", 1, "Messages each worker process reserves ahead.")
     cache_ttl: int = setting("AURUM_CACHE_TTL", 3600, "Seconds a cached result is kept (0: no cache).")
     cache_l1_size: int = setting("AURUM_CACHE_L1_SIZE", 1024, "Results kept in each process's in-memory cache.")
     cache_l1_ttl: int = setting("AURUM_CACHE_L1_TTL", 300, "Seconds a process keeps a result in memory.")

@@ -6,9 +6,9 @@ in the same run.
 
 Phases (loopback only, each bounded by --seconds):
 - ceiling: the in-process pipeline, 2 processes (bench/pipeline.py), unique selfies;
-- single jobs three ways, a stack each: one job at a time per worker process, celery-batches'
-  own timer flush, and our pool-aware micro-batching (the default); for each, saturation (closed
-  loop, 16 clients) and a lone request's latency (one client);
+- single jobs two ways, a stack each: each worker process reserving one message ahead (the
+  default) or four; for each, saturation (closed loop, 16 clients) and a lone request's latency
+  (one client);
 - with the default: single jobs at fixed offered rates (fractions of its peak), open loop;
   batch requests of 1, 8 and 32 images;
 - cache hits (the same photo again and again), by httpx and by wrk (``apt-get install wrk``);
@@ -150,10 +150,9 @@ class Bench:
                 "cpu_ms_per_image": {k: round((after[k] - before[k]) * 1000 / max(done, 1), 2) for k in after}}
 
 
-MODES = {  # single-image jobs: how a worker batches them (workers/microbatch.py)
-    "one at a time": {"AURUM_MICRO_BATCH": "1"},
-    "celery-batches timer (16 or 10 ms)": {"AURUM_MICRO_BATCH_POLICY": "timer", "AURUM_MICRO_BATCH_INTERVAL": "0.01"},
-    "pool-aware (default)": {},
+MODES = {  # single-image jobs: how many messages each worker process reserves ahead
+    "prefetch 4": {"AURUM_PREFETCH": "4"},
+    "prefetch 1 (default)": {},
 }
 
 
@@ -228,9 +227,9 @@ def main() -> int:
     # cache off: the photos repeat after len(images), and every job must run the models
     nocache = {**unlimited, "AURUM_CACHE_TTL": "0"}
     with tempfile.TemporaryDirectory() as tmp:
-        report["micro_batching"] = {}
+        report["modes"] = {}
         for mode, env in MODES.items():
-            with Stack(Path(tmp) / f"mode{len(report['micro_batching'])}", extra_env={**nocache, **env}) as stack:
+            with Stack(Path(tmp) / f"mode{len(report['modes'])}", extra_env={**nocache, **env}) as stack:
                 bench = Bench(stack, images)
                 asyncio.run(bench.closed_loop(8, 2.0))  # warm-up
                 lone = asyncio.run(bench.closed_loop(1, args.seconds / 2))
@@ -238,7 +237,7 @@ def main() -> int:
                 sat["ratio_to_in_process"] = round(sat["images_per_s"] / ceiling, 3)
                 sat["lone_request_p50_ms"] = lone["p50_ms"]
                 sat["lone_request_p99_ms"] = lone["p99_ms"]
-                report["micro_batching"][mode] = sat
+                report["modes"][mode] = sat
                 print(f"single jobs, {mode}: saturation (httpx) {sat['images_per_s']}/s = "
                       f"{sat['ratio_to_in_process']:.2f}x in-process, p50 {sat['p50_ms']} p99 {sat['p99_ms']} ms, "
                       f"CPU ms/image {sat['cpu_ms_per_image']}; a lone request p50 {lone['p50_ms']} ms")
@@ -249,7 +248,7 @@ def main() -> int:
                     print(f"single jobs, {mode}: saturation (wrk) {fast['images_per_s']}/s = "
                           f"{fast['ratio_to_in_process']:.2f}x in-process, p50 {fast['p50_ms']} p99 {fast['p99_ms']} ms, "
                           f"non-2xx {fast['non_2xx']}, CPU ms/image {fast['cpu_ms_per_image']}")
-                if mode != "pool-aware (default)":
+                if mode != "prefetch 1 (default)":
                     continue
                 report["saturation"] = sat
                 # the wrk figure when there is one: its client costs the shared cores least
@@ -303,7 +302,7 @@ def plot(report: dict, path: Path) -> None:
     a.plot(offered, [r["achieved_per_s"] for r in rows], "o-", label="achieved")
     a.plot(offered, offered, ":", color="grey", label="offered")
     a.axhline(report["ceiling_images_per_s"], color="red", ls="--", label="in-process ceiling")
-    for (mode, row), marker in zip(report.get("micro_batching", {}).items(), "sD^"):
+    for (mode, row), marker in zip(report.get("modes", {}).items(), "sD^"):
         peak = row.get("wrk", row)
         a.axhline(peak["images_per_s"], color="grey", lw=0.8, ls=(0, (1, 3)))
         a.plot([max(offered)], [peak["images_per_s"]], marker, label=f"saturation, {mode}")

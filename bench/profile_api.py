@@ -40,8 +40,8 @@ COMPONENTS = {
     "Celery publish": ("api/jobs.py:_publish",),
     "multipart parsing": ("api/uploads.py:read_single",),
     "API key lookup": ("api/auth.py:authenticate",),
-    "images + record to Redis": ("api/jobs.py:_save", "imagestore.py:put"),
-    "cache lookup": ("aurum/cache.py:get",),
+    "images + record to Redis": ("api/jobs.py:_save", "images.py:put"),
+    "cache lookup": ("service/cache.py:get",),
     "options": ("aurum/schemas.py:load_options",),
     "header probe": ("aurum/image.py:probe",),
     "status read": ("api/jobs.py:_status",),
@@ -90,7 +90,7 @@ def main() -> int:
 
 
 def run(n: int) -> dict:
-    from aurum.cache import cache_key
+    from service.cache import cache_key
     from aurum.config import Settings
     from aurum.pipeline import Pipeline
     from aurum.schemas import ScoreOptions

@@ -129,7 +129,7 @@ def test_keys_cli(redis_server, celery_app) -> None:
     assert run("create", "--name", "cli-key").returncode == 2  # one active key per name
     assert run("revoke", "cli-key").returncode == 0
     assert run("revoke", "cli-key").returncode == 1
-    from aurum.keys import KeyStore
+    from service.keys import KeyStore
     import redis
 
     assert KeyStore(redis.Redis.from_url(env["AURUM_REDIS_URL"])).lookup(token) is None

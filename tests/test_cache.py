@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import redis as redis_lib
 
-from aurum.cache import ResultCache, cache_key
+from service.cache import ResultCache, cache_key
 from aurum.config import Settings
 from aurum.schemas import ScoreOptions
 

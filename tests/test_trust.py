@@ -252,7 +252,7 @@ def test_what_changes_a_result_is_part_of_the_cache_key(settings) -> None:
     """always_score, the landmark passes and the thresholds that decide withholding."""
     import dataclasses
 
-    from aurum.cache import cache_key
+    from service.cache import cache_key
 
     key = cache_key("x", {}, ScoreOptions(), settings)
     assert key != cache_key("x", {}, ALWAYS, settings)

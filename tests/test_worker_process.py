@@ -1,9 +1,11 @@
 """A real `celery worker` process (prefork, 2 children) from the Procfile's command, against our
-own redis-server: jobs complete, a deep queue of single-image jobs runs in micro-batches, and a
-child SIGKILLed mid-job (or mid-micro-batch) does not lose a job."""
+own redis-server: jobs complete, every single-image job is a task of its own that ``celery
+inspect`` sees, a slow job's time limit is its own (a hard limit ends it TIMEOUT, once), and a
+child SIGKILLed mid-job does not lose a job."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -19,13 +21,16 @@ from .conftest import encode, group_photo, photo_bytes
 ROOT = Path(__file__).resolve().parent.parent
 
 
-SAFETY_FLUSH = 30  # seconds: the pool policy's timer; a lone job must not wait for it
+from .test_cache import unique_photo
+
+HUNG = unique_photo(5200)  # its job sleeps (AURUM_CHAOS) until a time limit stops it
 
 
 @pytest.fixture(scope="module")
 def live_worker(celery_app, tmp_path_factory):
     # AURUM_REDIS_URL: set by celery_app
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "AURUM_MICRO_BATCH_INTERVAL": str(SAFETY_FLUSH)}
+    chaos = json.dumps({"sleep": {hashlib.sha256(HUNG).hexdigest(): 600}})
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "AURUM_CHAOS": chaos}
     log_path = tmp_path_factory.mktemp("worker") / "worker.log"
     log = open(log_path, "w")
     proc = subprocess.Popen([sys.executable, "-m", "celery", "-A", "workers.app", "worker", "--pool", "prefork",
@@ -95,35 +100,63 @@ def job_lines(worker) -> list[dict]:
     return lines
 
 
-def test_a_deep_queue_runs_in_micro_batches_with_the_same_results(live_worker, pipeline) -> None:
-    """24 unique photos submitted at once: the worker runs them several at a time (each job's
-    log line says its batch size), and every result equals the in-process one."""
+def test_every_single_job_is_a_task_celery_inspect_sees(live_worker, celery_app, pipeline) -> None:
+    """24 unique photos at once: each job runs as its own task (``celery inspect active`` lists
+    them by id while they run, one log line each), and every result equals the in-process one."""
     from workers import runtime
     from workers.tasks import score_image
 
-    from .test_cache import unique_photo
-
     photos = [unique_photo(5000 + i) for i in range(24)]
     jobs = [score_image.apply_async(args=(runtime.images().put(p),)) for p in photos]
+    ids = {j.id for j in jobs}
+    seen: set[str] = set()
+    deadline = time.monotonic() + 120
+    while not all(j.ready() for j in jobs) and time.monotonic() < deadline:
+        active = celery_app.control.inspect(timeout=1).active() or {}
+        seen |= {task["id"] for tasks in active.values() for task in tasks if task["name"] == "aurum.score_image"}
+    assert seen and seen <= ids, "celery inspect active never listed a running job"
     results = [j.get(timeout=120) for j in jobs]
     local = pipeline.score(photos[0])
     for result in results:
         assert [f["box"] for f in result["faces"]] == [f["box"] for f in local["faces"]]
         assert [f["score"]["value"] for f in result["faces"]] == [f["score"]["value"] for f in local["faces"]]
-    time.sleep(0.5)  # the log lines of the last batch
-    sizes = {line["job_id"]: line["batch"] for line in job_lines(live_worker) if line.get("task") == "aurum.score_image"}
-    assert {j.id for j in jobs} <= set(sizes)
-    assert max(sizes[j.id] for j in jobs) > 1, "a deep queue should have been batched"
-    assert all(sizes[j.id] <= 16 for j in jobs)  # AURUM_MICRO_BATCH
+    time.sleep(0.5)  # the last log lines
+    lines = [line for line in job_lines(live_worker) if line.get("job_id") in ids]
+    assert sorted(line["job_id"] for line in lines) == sorted(ids)  # one outcome line per job
 
 
-def test_a_lone_job_goes_at_once_to_a_free_child(live_worker) -> None:
-    """On an idle worker a single job is not held back for company: it is done long before the
-    safety-net flush (SAFETY_FLUSH seconds) could have sent it."""
+def test_a_slow_job_times_out_alone(live_worker) -> None:
+    """A job that overruns its soft limit ends TIMEOUT; the jobs beside it are not touched."""
+    from api.jobs import failure
     from workers import runtime
     from workers.tasks import score_image
 
-    from .test_cache import unique_photo
+    slow = score_image.apply_async(args=(runtime.images().put(HUNG),), soft_time_limit=3, time_limit=60)
+    others = [score_image.apply_async(args=(runtime.images().put(unique_photo(5300 + i)),)) for i in range(6)]
+    assert all(len(j.get(timeout=120)["faces"]) == 1 for j in others)
+    with pytest.raises(Exception) as failed:
+        slow.get(timeout=120)
+    assert failure(failed.value)["error"]["code"] == "TIMEOUT"
 
-    job = score_image.apply_async(args=(runtime.images().put(unique_photo(5100)),))
-    assert len(job.get(timeout=SAFETY_FLUSH / 3)["faces"]) == 1
+
+def test_a_hard_time_limit_ends_the_job_timeout_once(live_worker, celery_app) -> None:
+    """The hard limit kills the child: the job fails TIMEOUT, is not redelivered as a worker
+    crash (no POISON_MESSAGE), and the pool replaces the child."""
+    from api.jobs import failure
+    from workers import runtime
+    from service.keyspace import deliveries
+    from workers.tasks import score_image
+
+    children = pool_children(live_worker.pid)
+    slow = score_image.apply_async(args=(runtime.images().put(HUNG),), soft_time_limit=50, time_limit=3)
+    with pytest.raises(Exception) as failed:
+        slow.get(timeout=120)
+    assert failure(failed.value)["error"]["code"] == "TIMEOUT"
+    time.sleep(8)  # long enough for a redelivery to have started
+    assert celery_app.AsyncResult(slow.id).state == "FAILURE"
+    assert int(runtime.images().redis.get(deliveries(score_image.name, slow.id))) == 1
+    deadline = time.monotonic() + 60
+    while len(pool_children(live_worker.pid)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert len(set(pool_children(live_worker.pid)) - set(children)) == 1  # one child replaced
+

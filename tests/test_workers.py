@@ -177,7 +177,8 @@ def test_redelivered_job_becomes_a_dead_letter(worker) -> None:
     """A message that keeps coming back is failed with POISON_MESSAGE: simulate its earlier
     deliveries (each killed its worker) by the counter a real delivery increments."""
     from workers import runtime
-    from workers.tasks import DEAD_LETTERS, MAX_DELIVERIES, JobFailed, score_image
+    from service.keyspace import DEAD_LETTERS
+    from workers.tasks import MAX_DELIVERIES, JobFailed, score_image
 
     job_id = "poison-job-1"
     store = runtime.images().redis
@@ -267,18 +268,16 @@ def test_ready_reads_heartbeats_not_a_broadcast(redis_server, monkeypatch) -> No
     from celery.app.control import Control
 
     from api.health import Health
-    from workers import runtime
-
-    import api.health
+    from service import heartbeats, keyspace
 
     monkeypatch.setattr(Control, "ping", lambda *a, **k: pytest.fail("a broadcast from /ready"))
-    key = "aurum:test-heartbeats"  # this module's live worker beats into the real set meanwhile
-    monkeypatch.setattr(api.health, "HEARTBEATS", key)
-    client = redis_lib.Redis.from_url(redis_server.url)
+    key = keyspace.HEARTBEATS
+    client = redis_lib.Redis.from_url(f"{redis_server.url}/0")  # this module's worker beats in /1
+    client.delete(key)
     health = Health(client)
     ok, body = health.readiness()
     assert not ok and body["reasons"] == ["NO_WORKER"]
-    client.zadd(key, {"celery@old:0": time.time() - runtime.HEARTBEAT_TTL - 1})
+    client.zadd(key, {"celery@old:0": time.time() - heartbeats.TTL - 1})
     assert not health.readiness()[0]  # a stale beat is no worker
     client.zadd(key, {"celery@host:1": time.time()})
     ok, body = health.readiness()
@@ -288,13 +287,12 @@ def test_ready_reads_heartbeats_not_a_broadcast(redis_server, monkeypatch) -> No
 
 def test_a_loaded_child_beats(worker) -> None:
     """The module's worker loaded its models (worker_process_init): its child is in the set."""
-    import time
 
     import redis as redis_lib
 
     from aurum.config import Settings
-    from workers import runtime
+    from service import heartbeats
 
     client = redis_lib.Redis.from_url(Settings.from_env().redis_url)  # the database the worker uses
-    fresh = client.zrangebyscore(runtime.HEARTBEATS, time.time() - runtime.HEARTBEAT_TTL, "+inf")
-    assert fresh and all(m.decode().rsplit(":", 1)[1].isdigit() for m in fresh)
+    fresh = heartbeats.live(client)
+    assert fresh and all(m.rsplit(":", 1)[1].isdigit() for m in fresh)

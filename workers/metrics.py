@@ -21,8 +21,6 @@ COMPUTE_SECONDS = Histogram("aurum_job_compute_seconds", "Started to ended", ["t
 STAGE_SECONDS = Histogram("aurum_stage_seconds", "Pipeline stage time per image", ["stage"], buckets=STAGE)
 FACES = Histogram("aurum_faces_per_image", "Faces found per scored image", buckets=(0, 1, 2, 3, 5, 10, 20, 50))
 BATCH_SIZE = Histogram("aurum_batch_size", "Images per batch job", buckets=(1, 2, 4, 8, 16, 32, 64))
-MICRO_BATCH_SIZE = Histogram("aurum_micro_batch_size", "Single-image jobs run together in one micro-batch",
-                             buckets=(1, 2, 4, 8, 16, 32))
 MODEL_RUNS = Counter("aurum_model_runs_total", "Images that went through the models (not from cache)")
 CACHE = Counter("aurum_cache_requests_total", "Result-cache lookups", ["side", "result"])
 RETRIES = Counter("aurum_retries_total", "Retries of retryable failures", ["task"])

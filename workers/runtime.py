@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
@@ -14,8 +13,9 @@ from aurum.config import Settings
 from aurum.pipeline import Pipeline
 from aurum.store import gpu_for_child
 
-from aurum.cache import ResultCache
-from .imagestore import ImageStore
+from service.cache import ResultCache
+from service import heartbeats
+from service.images import ImageStore
 
 log = logging.getLogger(__name__)
 
@@ -30,18 +30,12 @@ def ort_threads(concurrency: int | None, cores: int | None = None) -> int:
     return max(1, cores // max(1, concurrency or cores))
 
 
-MODELS_PREFIX = "aurum:models:"
-# Liveness that the API reads without a broadcast: every pool child with its models loaded adds
-# "<hostname>:<child>" to this sorted set, scored by the time, every HEARTBEAT_INTERVAL seconds.
-# A member fresher than HEARTBEAT_TTL is a live child; /ready is one ZCOUNT.
-HEARTBEATS = "aurum:heartbeats"
-HEARTBEAT_INTERVAL = 5.0
-HEARTBEAT_TTL = 15.0
 _beating: dict[str, tuple[threading.Event, threading.Thread]] = {}
 
 
 def start_heartbeat(hostname: str, child_index: int) -> None:
-    """Beat for this child from a daemon thread (a busy child keeps beating; a dead one stops).
+    """Beat for this child (:mod:`service.heartbeats`) from a daemon thread: a busy child keeps
+    beating, a dead one stops.
 
     The thread has its own connection, closed when it stops: a daemon thread frozen at
     interpreter exit inside a shared pool's lock would deadlock whoever closes that pool."""
@@ -54,14 +48,10 @@ def start_heartbeat(hostname: str, child_index: int) -> None:
         try:
             while not stop.is_set():
                 try:
-                    now = time.time()
-                    with client.pipeline(transaction=False) as pipe:
-                        pipe.zadd(HEARTBEATS, {member: now})
-                        pipe.zremrangebyscore(HEARTBEATS, "-inf", now - 20 * HEARTBEAT_TTL)  # long gone
-                        pipe.execute()
+                    heartbeats.beat(client, member)
                 except Exception as exc:  # Redis away: beat again when it is back
                     log.debug("heartbeat not sent: %s", exc)
-                stop.wait(HEARTBEAT_INTERVAL)
+                stop.wait(heartbeats.INTERVAL)
         finally:
             client.close()
 
@@ -111,7 +101,7 @@ def publish_models(hostname: str, child_index: int, pipeline: Pipeline) -> None:
             "device": pipeline.settings.device,
             "models": [m for m in pipeline.store.describe() if m["provider"] is not None]}
     try:
-        images().redis.set(f"{MODELS_PREFIX}{hostname}:{child_index}", json.dumps(info), ex=7 * 24 * 3600)
+        heartbeats.publish_models(images().redis, hostname, child_index, info)
     except Exception as exc:  # readiness reporting must never stop a worker from serving
         log.warning("could not publish model status: %s", exc)
 

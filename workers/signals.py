@@ -12,9 +12,10 @@ from celery.signals import (celeryd_init, setup_logging, task_postrun, task_prer
 
 from aurum import logs
 
-from . import done, runtime
+from service import done
+
+from . import runtime
 from .app import app
-from .microbatch import MicroBatchTask
 
 
 @setup_logging.connect
@@ -76,13 +77,11 @@ def bind_ids(task_id: str | None = None, task=None, **_: object) -> None:
 
 @task_postrun.connect
 def announce_and_unbind(task_id: str | None = None, task=None, **_: object) -> None:
-    """Wake the API requests waiting for this job (its state is stored by now). A micro-batch
-    announces each of its jobs itself."""
-    if task_id and not isinstance(task, MicroBatchTask):
+    """Wake the API requests waiting for this job (its state is stored by now); not for a job
+    deleted meanwhile (nothing of it may remain)."""
+    if task_id and not getattr(getattr(task, "request", None), "aurum_deleted", False):
         try:
-            with runtime.images().redis.pipeline(transaction=False) as pipe:
-                done.announce(pipe, task_id)
-                pipe.execute()
+            done.announce(runtime.images().redis, task_id)
         except Exception as exc:  # waiters fall back to re-reading the status every half second
             logging.getLogger(__name__).warning("could not announce job end: %s", exc)
     logs.job_id.set(None)

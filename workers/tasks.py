@@ -9,7 +9,6 @@ when the models cannot serve.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import random
 import time
@@ -17,25 +16,25 @@ from contextlib import contextmanager
 from typing import Any, Iterator
 
 import redis
-from celery import Task
+from celery import Task, states
 from celery.exceptions import Ignore, Retry, SoftTimeLimitExceeded
 
-from aurum import errors, fallback, logs
-from aurum.cache import INFLIGHT, cache_key
+from aurum import errors, fallback
 from aurum.config import Settings
 from aurum.schemas import load_options
+from service import keyspace
+from service.cache import cache_key
+from service.images import ImageExpired
 
-from . import chaos, done, metrics, runtime
+from . import chaos, metrics, runtime
 from .app import app
-from .imagestore import ImageExpired
-from .microbatch import MicroBatchTask
 
 log = logging.getLogger(__name__)
 
 SETTINGS = Settings.from_env()
 MAX_DELIVERIES = SETTINGS.max_deliveries
 MAX_RETRIES = SETTINGS.max_retries
-DEAD_LETTERS = "aurum:dead-letters"
+DEAD_LETTERS_KEPT = 1000  # the newest poison job ids, for an operator to look at
 BATCH_CHUNK = 8
 
 
@@ -59,14 +58,10 @@ def backoff(retries: int, base: float = 0.5, cap: float = 10.0) -> float:
     return random.uniform(0, min(cap, base * 2 ** retries))
 
 
-def delivery_key(task_name: str, job_id: str) -> str:
-    """The counter of a job's executions (deliveries plus our own retries)."""
-    return f"aurum:deliveries:{task_name}:{job_id}"
-
-
 def set_aside(store: redis.Redis, job_id: str, deliveries: int) -> JobFailed:
     """Dead-letter a job whose message keeps killing its worker; its final failure."""
-    store.lpush(DEAD_LETTERS, job_id)
+    with store.pipeline(transaction=False) as pipe:
+        pipe.lpush(keyspace.DEAD_LETTERS, job_id).ltrim(keyspace.DEAD_LETTERS, 0, DEAD_LETTERS_KEPT - 1).execute()
     return JobFailed("POISON_MESSAGE", f"The job was delivered {deliveries - 1} times and its worker died "
                      "each time; it has been set aside.", {"deliveries": deliveries - 1})
 
@@ -78,24 +73,39 @@ def image_expired() -> JobFailed:
 class ScoringTask(Task):
     abstract = True
 
-    def count_delivery(self) -> None:
-        """Fail a job whose message keeps coming back (its image kills the worker) instead of
-        letting it loop forever. Executions minus our own retries = deliveries."""
-        key = delivery_key(self.name, self.request.id)
+    def begin(self) -> None:
+        """The start of every run. A job deleted through the API is dropped (acknowledged,
+        nothing stored). A job whose message keeps coming back (its image kills the worker)
+        fails POISON_MESSAGE instead of looping forever: executions minus our own retries are
+        deliveries. A redelivered job whose outcome was stored before its worker died is not
+        run again."""
+        job_id = self.request.id
+        counter = keyspace.deliveries(self.name, job_id)
         store = runtime.images().redis
-        attempts = store.incr(key)
-        store.expire(key, 24 * 3600)
+        with store.pipeline(transaction=False) as pipe:
+            deleted, attempts, _ = pipe.exists(keyspace.deleted(job_id)).incr(counter).expire(counter, 24 * 3600).execute()
+        if deleted:
+            store.delete(counter)
+            self.backend.forget(job_id)  # the STARTED state Celery stored (task_track_started)
+            self.request.aurum_deleted = True
+            raise Ignore()
         deliveries = attempts - (self.request.retries or 0)
+        if deliveries <= 1:
+            return
+        if self.backend.get_task_meta(job_id)["status"] in states.READY_STATES:
+            raise Ignore()  # acknowledged, nothing stored again
         if deliveries > MAX_DELIVERIES:
-            raise set_aside(store, self.request.id, deliveries)
+            raise set_aside(store, job_id, deliveries)
 
     def after_return(self, status: str, retval: Any, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
-        """Let the job's images go. Celery calls this only once a final outcome (SUCCESS or
-        FAILURE) is stored: never for a retry or a hand-over, nor when the store itself failed,
-        so a job that has to run again (redelivered, or re-published by the API) still has them."""
+        """Let the job's images and in-flight claims go. Celery calls this once a final outcome
+        (SUCCESS or FAILURE) is stored; the images are named only then, never for a retry or a
+        hand-over, so a job that has to run again (redelivered, or re-published by the API)
+        still has them. A job deleted while it ran loses what it just stored."""
         keys = getattr(self.request, "aurum_release", None)
-        if keys:
-            _release(keys)
+        if keys is not None and _release(task_id, keys, getattr(self.request, "aurum_claims", ())):
+            self.request.aurum_deleted = True
+            _forget(self, task_id, getattr(self.request, "aurum_cached", ()))
 
 
 class FallbackHandover(Exception):
@@ -121,9 +131,11 @@ def job_outcome(task: ScoringTask, keys: tuple[str, ...], options: dict | None, 
     submitted = header(task, "aurum_submitted_at")
     if submitted and not task.request.retries:
         metrics.QUEUE_SECONDS.labels(task.name).observe(max(0.0, started - float(submitted)))
-    outcome = "failed"
+    outcome = "dropped"
     try:
         try:
+            task.begin()  # a deleted or already ended job is dropped here, a poison one fails
+            outcome = "failed"
             yield
             outcome = "succeeded"
         except ImageExpired:
@@ -185,11 +197,33 @@ def propagated_headers(task: Task) -> dict[str, Any]:
     return {name: value for name in HEADERS if (value := header(task, name)) is not None}
 
 
-def _release(keys: tuple[str, ...]) -> None:
+def _release(job_id: str, keys: tuple[str, ...], claims: tuple[str, ...]) -> bool:
+    """Delete a finished job's images and its in-flight claims (identical uploads now hit the
+    cache), in one round trip; whether the job was deleted meanwhile."""
     try:
-        runtime.images().delete(*keys)
+        with runtime.images().redis.pipeline(transaction=False) as pipe:
+            runtime.images().delete(*keys, pipe=pipe)
+            cache = runtime.cache()
+            if claims and cache is not None:
+                cache.release(list(claims), job_id, pipe)
+            pipe.exists(keyspace.deleted(job_id))
+            return bool(pipe.execute()[-1])
     except redis.RedisError:  # the TTL removes them anyway
         log.warning("could not delete %d image key(s); they expire with their TTL", len(keys))
+        return False
+
+
+def _forget(task: Task, job_id: str, cached: tuple[str, ...]) -> None:
+    """Remove what a job deleted while it ran stored after the DELETE: its result, cache entries
+    and counters (the job-ended announcement is skipped, see workers/signals.py)."""
+    try:
+        task.backend.forget(job_id)
+        cache = runtime.cache()
+        if cache is not None and cached:
+            cache.evict(*cached)
+        runtime.images().redis.delete(*(keyspace.deliveries(name, job_id) for name in keyspace.TASKS))
+    except redis.RedisError:  # everything here expires with its TTL
+        log.warning("could not remove a deleted job's result")
 
 
 def _batch_items(results: list, missing: set[int]) -> list[dict[str, Any]]:
@@ -223,15 +257,18 @@ def _cached(key: str) -> dict[str, Any] | None:
     return hit if "error" in hit else {**hit, "cached": True}
 
 
-def _remember(key: str, outcome: dict[str, Any] | errors.AurumError) -> None:
+def _remember(task: Task, key: str, outcome: dict[str, Any] | errors.AurumError) -> None:
+    """Cache a result (or a deterministic failure); the job's request lists what it cached, for
+    a DELETE that arrives while it runs."""
     cache = runtime.cache()
     if cache is None:
         return
     if isinstance(outcome, errors.AurumError):
-        if outcome.kind in CACHEABLE_KINDS:
-            cache.put(key, outcome.to_dict())
-    else:
-        cache.put(key, outcome)
+        if outcome.kind not in CACHEABLE_KINDS:
+            return
+        outcome = outcome.to_dict()
+    cache.put(key, outcome)
+    task.request.aurum_cached = (*getattr(task.request, "aurum_cached", ()), key)
 
 
 def _key_for(data: bytes, opts) -> str:
@@ -239,234 +276,43 @@ def _key_for(data: bytes, opts) -> str:
     return cache_key(hashlib.sha256(data).hexdigest(), pipe.versions(), opts, pipe.settings)
 
 
-@app.task(name="aurum.score_image", bind=True, base=MicroBatchTask, max_batch=SETTINGS.micro_batch,
-          policy=SETTINGS.micro_batch_policy, flush_interval=SETTINGS.micro_batch_interval)
-def score_image(self: MicroBatchTask, requests: list) -> dict[str, Any]:
-    """Single-image jobs, published as ``score_image.apply_async(args=(image_key, options))``
-    and run several at a time when the queue is deep (micro-batching, :mod:`workers.microbatch`).
-    Each job of the batch gets its own outcome, stored under its own id: a result, a
-    ``JobFailed``, a retry (published again, same id, with backoff), or the fallback task."""
-    return MicroBatch(self, requests).run()
-
-
-class MicroBatch:
-    """One micro-batch in a pool child: Redis work in a few pipelined round trips, the models
-    once per group of jobs with the same options, then one outcome per job."""
-
-    def __init__(self, task: MicroBatchTask, requests: list) -> None:
-        self.task = task
-        self.jobs = [_Job(r) for r in requests]
-        self.redis = runtime.images().redis
-        self.started = time.time()
-
-    def run(self) -> dict[str, Any]:
-        metrics.MICRO_BATCH_SIZE.observe(len(self.jobs))
+@app.task(name="aurum.score_image", bind=True, base=ScoringTask, throws=(JobFailed,))
+def score_image(self: ScoringTask, image_key: str, options: dict | None = None,
+                cache_key: str | None = None) -> dict[str, Any]:
+    """One image, published as ``score_image.apply_async(args=(image_key, options, cache_key))``:
+    a Celery task of its own, so Flower and ``celery inspect`` see it and its time limits are
+    its own. ``cache_key`` is the API's (scoped to the submitting key); a job published
+    directly leaves it out and shares the unscoped entries."""
+    with job_outcome(self, (image_key,), options, batch=False):
+        opts = load_options(options)
+        data = runtime.images().get(image_key)
+        pipe = runtime.pipeline()
+        key = cache_key or _key_for(data, opts)
+        self.request.aurum_claims = (key,)  # identical submissions follow this job until it ends
+        hit = _cached(key)
+        if hit is not None:
+            if "error" in hit:
+                raise JobFailed(hit["error"]["code"], hit["error"]["message"], hit["error"].get("details"))
+            return hit
+        chaos.inject(data)  # tests only (AURUM_CHAOS); nothing happens otherwise
         try:
-            self._count_deliveries()
-            self._fetch_images()
-            groups: dict[str, list[_Job]] = {}
-            for job in self._open():
-                try:
-                    job.opts = load_options(job.options)
-                except errors.AurumError as exc:
-                    self._settle(job, exc)
-                    continue
-                groups.setdefault(json.dumps(vars(job.opts), sort_keys=True), []).append(job)
-            for group in groups.values():
-                self._score(group)
-        except SoftTimeLimitExceeded:
-            limit = self.task.soft_time_limit or app.conf.task_soft_time_limit
-            for job in self._open():
-                self._settle(job, JobFailed("TIMEOUT", f"The job exceeded its time limit ({limit} s)."))
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            log.warning("Redis failed mid-batch (%s): %d job(s) go back to the queue", exc, len(self._open()))
-        except Exception:  # a bug: the jobs still end, with a clear failure (and a Sentry report)
-            log.exception("micro-batch failed")
-            for job in self._open():
-                self._settle(job, JobFailed("INTERNAL_ERROR", "The job failed on an internal error."))
-        unstored = self._finish()
-        # Jobs without a stored outcome (Redis failed) are re-queued by the main process, not acked.
-        return {"jobs": len(self.jobs), "requeue": [job.id for job in self._open()] + unstored}
-
-    def _open(self) -> list["_Job"]:
-        return [job for job in self.jobs if not job.settled]
-
-    def _count_deliveries(self) -> None:
-        """Deliveries = executions minus our own retries; a job that keeps killing its worker
-        is set aside (POISON_MESSAGE). A redelivered job that already ended is not run again."""
-        with self.redis.pipeline(transaction=False) as pipe:
-            for job in self.jobs:
-                pipe.incr(job.delivery_key)
-                pipe.expire(job.delivery_key, 24 * 3600)
-            counts = pipe.execute()[::2]
-        for job, attempts in zip(self.jobs, counts):
-            job.deliveries = attempts - job.retries
-            if job.deliveries <= 1:
-                continue
-            if self.task.backend.get_task_meta(job.id)["status"] in ("SUCCESS", "FAILURE"):
-                job.settled = True  # its result was stored before the batch was lost
-                job.outcome = "duplicate"
-            elif job.deliveries > MAX_DELIVERIES:
-                metrics.DEAD_LETTERS.inc()
-                self._settle(job, set_aside(self.redis, job.id, job.deliveries))
-
-    def _fetch_images(self) -> None:
-        jobs = self._open()
-        for job, data in zip(jobs, runtime.images().get_many([job.image_key for job in jobs])):
-            if data is None:
-                self._settle(job, image_expired())
-            else:
-                job.data = data
-
-    def _score(self, group: list["_Job"]) -> None:
-        try:
-            pipe = runtime.pipeline()
-        except errors.AurumError as exc:  # the models cannot load: the fallback takes the jobs
-            for job in group:
-                self._settle(job, exc)
-            return
-        run = []
-        for job in group:
-            job.cache_key = _key_for(job.data, job.opts)
-            hit = _cached(job.cache_key)
-            if hit is None:
-                run.append(job)
-            elif "error" in hit:
-                self._settle(job, JobFailed(hit["error"]["code"], hit["error"]["message"], hit["error"].get("details")))
-            else:
-                self._settle(job, hit)
-        if not run:
-            return
-        for job in run:
-            chaos.inject(job.data)  # tests only (AURUM_CHAOS); nothing happens otherwise
-        try:
-            if len(run) == 1:
-                try:
-                    outcomes: list = [pipe.score(run[0].data, run[0].opts)]
-                except errors.AurumError as exc:
-                    outcomes = [exc]
-            else:
-                outcomes = pipe.score_many([job.data for job in run], run[0].opts)
-        except errors.AurumError as exc:  # the whole model call failed: the same for every job
-            outcomes = [exc] * len(run)
-        for job, outcome in zip(run, outcomes):
-            if not isinstance(outcome, errors.AurumError):
-                outcome = {**outcome, "cached": False}
-                metrics.observe_result(outcome)
-            if not (isinstance(outcome, errors.AurumError) and outcome.retryable):
-                _remember(job.cache_key, outcome)
-            self._settle(job, outcome)
-
-    def _settle(self, job: "_Job", outcome: dict[str, Any] | Exception) -> None:
-        """Store one job's outcome under its own id (as ``job_outcome`` does for a task)."""
-        job.settled = True
-        if isinstance(outcome, dict):
-            job.result, job.outcome = outcome, "succeeded"
-            return
-        if isinstance(outcome, errors.AurumError) and not isinstance(outcome, errors.ModelUnavailable):
-            if not outcome.retryable:
-                outcome = JobFailed(outcome.code, outcome.message, outcome.details)
-            elif job.retries < MAX_RETRIES:
-                job.outcome = "retried"
-                metrics.RETRIES.labels(self.task.name).inc()
-                self.task.apply_async(args=(job.image_key, job.options), task_id=job.id, retries=job.retries + 1,
-                                      countdown=backoff(job.retries), headers=job.headers)
-                return
-        if isinstance(outcome, errors.AurumError):  # models unavailable, or retries exhausted
-            reason = f"{outcome.code}: {outcome.message}"
-            if outcome.retryable:
-                reason = f"{outcome.code} after {MAX_RETRIES} retries: {outcome.message}"
-            job.outcome = "fallback"
-            metrics.FALLBACKS.labels(self.task.name).inc()
-            log.warning("job goes to the fallback: %s", reason)
-            score_fallback.apply_async(args=([job.image_key], job.options, reason, False), task_id=job.id,
-                                       headers=job.headers)
-            return
-        job.result, job.outcome = outcome, "failed"
-
-    def _finish(self) -> list[str]:
-        """Store the ended jobs' outcomes, then release what they leave behind (images, in-flight
-        claims) and wake the API requests waiting for them: one round trip for the last two.
-        Storing first means a job whose outcome could not be stored (Redis failed) still has its
-        image when it runs again; an image whose release failed expires with its TTL. Count and
-        log every outcome; return the ids whose outcome is not stored (the caller re-queues them)."""
-        elapsed = time.time() - self.started
-        backend, unstored = self.task.backend, []
-        ended = []
-        for job in self.jobs:
-            if not (job.settled and job.outcome in ("succeeded", "failed")):
-                continue
-            try:  # (no errbacks: nothing links callbacks to these jobs, and batch requests lack them)
-                if job.outcome == "succeeded":
-                    backend.mark_as_done(job.id, job.result, request=job.request)
-                else:
-                    backend.mark_as_failure(job.id, job.result, request=job.request, call_errbacks=False)
-                ended.append(job)
-            except (redis.ConnectionError, redis.TimeoutError):
-                unstored.append(job.id)
-            except Exception:  # one job's store must not keep the others from theirs
-                log.exception("could not store a job's outcome")
-                unstored.append(job.id)
-        try:
-            with self.redis.pipeline(transaction=False) as pipe:
-                for job in ended:
-                    pipe.delete(job.image_key)
-                    if job.cache_key and runtime.cache() is not None:
-                        pipe.delete(INFLIGHT + job.cache_key)
-                for job in self.jobs:
-                    if job.settled and job.id not in unstored:
-                        done.announce(pipe, job.id)
-                pipe.execute()
-        except redis.RedisError:  # images expire with their TTL; waiters re-read every half second
-            log.warning("could not release or announce %d job(s)", len(self.jobs))
-        for job in self.jobs:
-            if not job.settled or job.outcome == "duplicate":
-                continue
-            metrics.JOBS.labels(self.task.name, job.outcome).inc()
-            if job.submitted and not job.retries:
-                metrics.QUEUE_SECONDS.labels(self.task.name).observe(max(0.0, self.started - job.submitted))
-            if job.outcome != "retried":
-                metrics.COMPUTE_SECONDS.labels(self.task.name).observe(elapsed)
-            logs.job_id.set(job.id)
-            logs.request_id.set(job.headers.get("aurum_request_id"))
-            log.info("job", extra={"task": self.task.name, "outcome": job.outcome, "images": 1,
-                                   "compute_ms": round(elapsed * 1000, 2), "batch": len(self.jobs),
-                                   "attempt": job.retries + 1})
-        logs.job_id.set(None)
-        logs.request_id.set(None)
-        return unstored
-
-
-class _Job:
-    """One single-image job of a micro-batch, from its celery-batches request."""
-
-    def __init__(self, request: Any) -> None:
-        self.request = request
-        self.id: str = request.id
-        args = list(request.args) + [None]
-        self.image_key: str = args[0]
-        self.options: dict | None = args[1]
-        info = request.request_dict or {}
-        self.retries: int = info.get("retries") or 0
-        self.headers = {name: info[name] for name in HEADERS if info.get(name) is not None}
-        self.submitted = float(self.headers.get("aurum_submitted_at") or 0)
-        self.delivery_key = delivery_key(score_image.name, self.id)
-        self.deliveries = 1
-        self.data = b""
-        self.opts = None
-        self.cache_key: str | None = None
-        self.result: Any = None
-        self.settled = False
-        self.outcome = ""
+            result = {**pipe.score(data, opts), "cached": False}
+        except errors.AurumError as exc:
+            if not exc.retryable:
+                _remember(self, key, exc)
+            raise
+        metrics.observe_result(result)
+        _remember(self, key, result)
+        return result
 
 
 @app.task(name="aurum.score_batch", bind=True, base=ScoringTask, throws=(JobFailed,))
-def score_batch(self: ScoringTask, image_keys: list[str], options: dict | None = None) -> dict[str, Any]:
+def score_batch(self: ScoringTask, image_keys: list[str], options: dict | None = None,
+                cache_keys: list[str] | None = None) -> dict[str, Any]:
     """Several images with batched inference (all faces of a chunk through each model at once);
     images already in the cache are not run again; progress is published as state PROGRESS
-    with ``done`` / ``total``."""
+    with ``done`` / ``total``. ``cache_keys``: the API's, one per image (see score_image)."""
     with job_outcome(self, tuple(image_keys), options, batch=True):
-        self.count_delivery()
         opts = load_options(options)
         pipe = runtime.pipeline()
         items: list[dict[str, Any]] = []
@@ -475,7 +321,8 @@ def score_batch(self: ScoringTask, image_keys: list[str], options: dict | None =
         for start in range(0, total, BATCH_CHUNK):
             datas, missing = _fetch(image_keys[start:start + BATCH_CHUNK])
             outcomes: list[Any] = [None] * len(datas)
-            keys = [None if i in missing else _key_for(d, opts) for i, d in enumerate(datas)]
+            given = (cache_keys or [None] * total)[start:start + BATCH_CHUNK]
+            keys = [None if i in missing else given[i] or _key_for(d, opts) for i, d in enumerate(datas)]
             run = []
             for i, key in enumerate(keys):
                 if key is not None and (hit := _cached(key)) is not None:
@@ -487,7 +334,7 @@ def score_batch(self: ScoringTask, image_keys: list[str], options: dict | None =
                     outcome = {**outcome, "cached": False}
                     metrics.observe_result(outcome)
                 if not (isinstance(outcome, errors.AurumError) and outcome.retryable):
-                    _remember(keys[i], outcome)
+                    _remember(self, keys[i], outcome)
                 outcomes[i] = outcome
             items += _batch_items(outcomes, missing)
             self.update_state(state="PROGRESS", meta={"done": len(items), "total": total})
@@ -499,7 +346,6 @@ def score_fallback(self: ScoringTask, image_keys: list[str], options: dict | Non
                    batch: bool) -> dict[str, Any]:
     """The degraded path (OpenCV Haar cascades, no ONNX Runtime); results say degraded: true."""
     with job_outcome(self, tuple(image_keys), options, batch):
-        self.count_delivery()
         opts = load_options(options)
         settings = Settings.from_env()
         datas, missing = _fetch(image_keys)

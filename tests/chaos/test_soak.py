@@ -47,7 +47,7 @@ def test_worker_memory_is_flat_under_steady_load(stack) -> None:
             sent["ok"] += response.status_code == 200
             i += 1
 
-    # 8 clients: the queue stays a few jobs deep, so the workers run micro-batches as well as lone jobs
+    # 8 clients: the queue stays a few jobs deep, so every child is always busy
     threads = [threading.Thread(target=load) for _ in range(8)]
     for t in threads:
         t.start()

@@ -13,8 +13,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-PREFIX = "aurum:key:"
-INDEX = "aurum:keys"
+from . import keyspace
+
+INDEX = keyspace.API_KEYS
 TOKEN_PREFIX = "ak_"
 
 
@@ -47,7 +48,7 @@ class KeyStore:
             raise ValueError(f"an active key named {name!r} exists; revoke it first or pick another name")
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         key = ApiKey(id=key_id(token), name=name, rate=rate, created_at=time.time(), hint=token[:7])
-        self.redis.set(PREFIX + key.id, json.dumps(key.__dict__))
+        self.redis.set(keyspace.api_key(key.id), json.dumps(key.__dict__))
         self.redis.sadd(INDEX, key.id)
         return token, key
 
@@ -55,7 +56,7 @@ class KeyStore:
         """The active key for ``token``, or None (unknown, malformed or revoked)."""
         if not token.startswith(TOKEN_PREFIX) or len(token) > 100:
             return None
-        raw = self.redis.get(PREFIX + key_id(token))
+        raw = self.redis.get(keyspace.api_key(key_id(token)))
         if raw is None:
             return None
         key = ApiKey(**json.loads(raw))
@@ -63,7 +64,7 @@ class KeyStore:
 
     def list(self) -> list[ApiKey]:
         ids = sorted(i.decode() if isinstance(i, bytes) else i for i in self.redis.smembers(INDEX))
-        raws = self.redis.mget([PREFIX + i for i in ids]) if ids else []
+        raws = self.redis.mget([keyspace.api_key(i) for i in ids]) if ids else []
         return sorted((ApiKey(**json.loads(r)) for r in raws if r), key=lambda k: k.created_at)
 
     def active_count(self) -> int:
@@ -76,6 +77,6 @@ class KeyStore:
             matches = name_or_id in (key.name, key.hint) or (len(name_or_id) >= 8 and key.id.startswith(name_or_id))
             if matches and not key.revoked:
                 updated = ApiKey(**{**key.__dict__, "revoked": True})
-                self.redis.set(PREFIX + key.id, json.dumps(updated.__dict__))
+                self.redis.set(keyspace.api_key(key.id), json.dumps(updated.__dict__))
                 revoked.append(updated)
         return revoked

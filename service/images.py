@@ -10,7 +10,7 @@ import redis
 
 from aurum.sealing import sealer
 
-PREFIX = "aurum:image:"
+from . import keyspace
 
 
 class ImageExpired(LookupError):
@@ -28,7 +28,7 @@ class ImageStore:
 
     def put(self, data: bytes, pipe: redis.client.Pipeline | None = None) -> str:
         """Store one image under a new random key; on ``pipe`` when given (the caller executes it)."""
-        key = PREFIX + secrets.token_hex(16)
+        key = keyspace.IMAGE + secrets.token_hex(16)
         (pipe or self.redis).set(key, sealer().seal(data, key.encode()), ex=self.ttl)
         return key
 
@@ -45,6 +45,6 @@ class ImageStore:
         blobs = self.redis.mget(keys)
         return [None if blob is None else sealer().unseal(blob, key.encode()) for key, blob in zip(keys, blobs)]
 
-    def delete(self, *keys: str) -> None:
+    def delete(self, *keys: str, pipe: redis.client.Pipeline | None = None) -> None:
         if keys:
-            self.redis.delete(*keys)
+            (pipe or self.redis).delete(*keys)

@@ -12,15 +12,24 @@ from __future__ import annotations
 
 import redis
 
-PREFIX = "aurum:done:"
+from . import keyspace
+
 TTL = 120  # seconds; waiters arrive within ?wait= (at most AURUM_MAX_WAIT) of each other
 
 
-def announce(pipe: redis.client.Pipeline, job_id: str) -> None:
-    """Queue the announcement on a pipeline (the caller executes it with its other commands)."""
-    key = PREFIX + job_id
-    pipe.xadd(key, {"d": 1}, maxlen=8, approximate=False)
-    pipe.expire(key, TTL)
+# Not for a job deleted meanwhile (its tombstone set): checked in the same step as the XADD, so
+# that a DELETE's removal of the stream cannot fall between the check and the write.
+_ANNOUNCE = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+redis.call('XADD', KEYS[1], 'MAXLEN', 8, '*', 'd', 1)
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+return 1
+"""
+
+
+def announce(client: redis.Redis, job_id: str) -> None:
+    """Announce that a run of the job ended (its outcome is stored)."""
+    client.register_script(_ANNOUNCE)(keys=[keyspace.done(job_id), keyspace.deleted(job_id)], args=[TTL])
 
 
 def wait(client: redis.Redis, job_id: str, after: str, timeout: float) -> str:
@@ -29,7 +38,7 @@ def wait(client: redis.Redis, job_id: str, after: str, timeout: float) -> str:
     block = int(timeout * 1000)
     if block <= 0:
         return after
-    reply = client.xread({PREFIX + job_id: after}, count=8, block=block)
+    reply = client.xread({keyspace.done(job_id): after}, count=8, block=block)
     if not reply:
         return after
     _, entries = reply[0]

@@ -3,10 +3,13 @@
 An L1 hit is confirmed with a Redis EXISTS, so a clear or a deleted job's eviction done by any
 process takes effect everywhere at once; L1 saves the transfer and parsing of the document.
 
-Key: sha256 of the image bytes, the versions of every model, and the (defaults-resolved)
-options that change the result. A model version change therefore misses naturally. Entries
-expire after ``AURUM_CACHE_TTL`` (privacy: results are biometric derivatives). Deterministic
-failures (``NO_FACE``, a corrupt image...) are cached too, as ``{"error": ...}`` documents.
+Key: sha256 of the image bytes, the versions of every model, the (defaults-resolved) options
+and settings that change the result, and the scope: the API key that submitted it. A model
+version change therefore misses naturally. Scoping per API key means one tenant never learns,
+from ``cached: true`` or from the timing, that another tenant sent the same photo, and a
+tenant's DELETE can remove every entry its job made. Entries expire after ``AURUM_CACHE_TTL``
+(privacy: results are biometric derivatives). Deterministic failures (``NO_FACE``, a corrupt
+image...) are cached too, as ``{"error": ...}`` documents.
 """
 
 from __future__ import annotations
@@ -19,12 +22,11 @@ from typing import Any
 import redis
 from cachetools import TTLCache
 
-from .config import Settings
-from .schemas import ScoreOptions
-from .sealing import sealer
+from aurum.config import Settings
+from aurum.schemas import ScoreOptions
+from aurum.sealing import sealer
 
-PREFIX = "aurum:cache:"
-INFLIGHT = "aurum:inflight:"
+from . import keyspace
 
 
 # Settings that change a result without changing a model version: the detector's input, the
@@ -35,7 +37,7 @@ RESULT_SETTINGS = ("detector", "detector_size", "work_max_side", "mesh_passes")
 
 def resolved_options(options: ScoreOptions, settings: Settings) -> dict[str, Any]:
     """Options as the pipeline applies them: an omitted option equals its explicit default."""
-    from .scoring.features import FEATURES_VERSION
+    from aurum.scoring.features import FEATURES_VERSION
 
     return {
         "max_faces": options.max_faces or settings.max_faces,
@@ -49,8 +51,11 @@ def resolved_options(options: ScoreOptions, settings: Settings) -> dict[str, Any
     }
 
 
-def cache_key(image_sha256: str, versions: dict[str, str], options: ScoreOptions, settings: Settings) -> str:
-    material = json.dumps({"image": image_sha256, "models": versions,
+def cache_key(image_sha256: str, versions: dict[str, str], options: ScoreOptions, settings: Settings,
+              scope: str = "") -> str:
+    """The cache key of an image's result; ``scope`` is the submitting API key's id ("" for
+    jobs published directly, not through the API)."""
+    material = json.dumps({"image": image_sha256, "models": versions, "scope": scope,
                            "options": resolved_options(options, settings)}, sort_keys=True)
     return hashlib.sha256(material.encode()).hexdigest()
 
@@ -68,34 +73,37 @@ class ResultCache:
         if doc is not None:
             # An EXISTS (tiny) instead of GET + parse of a large document; and it honours a clear
             # or a job deletion done by any other process at once.
-            if self.redis.exists(PREFIX + key):
+            if self.redis.exists(keyspace.cache(key)):
                 return doc
             with self._lock:
                 self._l1.pop(key, None)
             return None
-        raw = self.redis.get(PREFIX + key)
+        raw = self.redis.get(keyspace.cache(key))
         if raw is None:
             return None
-        doc = json.loads(sealer().unseal(raw, (PREFIX + key).encode()))
+        doc = json.loads(sealer().unseal(raw, keyspace.cache(key).encode()))
         with self._lock:
             self._l1[key] = doc
         return doc
 
     def put(self, key: str, doc: dict[str, Any]) -> None:
-        self.redis.set(PREFIX + key, sealer().seal(json.dumps(doc).encode(), (PREFIX + key).encode()), ex=self.ttl)
+        name = keyspace.cache(key)
+        self.redis.set(name, sealer().seal(json.dumps(doc).encode(), name.encode()), ex=self.ttl)
         with self._lock:
             self._l1[key] = doc
 
-    def evict(self, key: str) -> None:
-        """Forget one result (a deleted job's), in Redis and in this process."""
-        self.redis.delete(PREFIX + key)
+    def evict(self, *keys: str) -> None:
+        """Forget results (a deleted job's), in Redis and in this process."""
+        if keys:
+            self.redis.delete(*map(keyspace.cache, keys))
         with self._lock:
-            self._l1.pop(key, None)
+            for key in keys:
+                self._l1.pop(key, None)
 
     def clear(self) -> int:
         """Drop every cached result (L2 for everyone, L1 of this process); returns the count."""
         removed = 0
-        for batch in _chunks(self.redis.scan_iter(PREFIX + "*", count=500), 500):
+        for batch in _chunks(self.redis.scan_iter(keyspace.CACHE + "*", count=500), 500):
             removed += self.redis.delete(*batch)
         with self._lock:
             self._l1.clear()
@@ -104,13 +112,26 @@ class ResultCache:
     # --- coalescing ---------------------------------------------------------------------------
     def claim(self, key: str, job_id: str, ttl: int) -> str | None:
         """Become the job computing ``key`` (returns None), or get the id of the one that is."""
-        if self.redis.set(INFLIGHT + key, job_id, nx=True, ex=ttl):
+        if self.redis.set(keyspace.inflight(key), job_id, nx=True, ex=ttl):
             return None
-        leader = self.redis.get(INFLIGHT + key)
+        leader = self.redis.get(keyspace.inflight(key))
         return leader.decode() if leader else None
 
-    def release(self, key: str) -> None:
-        self.redis.delete(INFLIGHT + key)
+    def release(self, keys: list[str], job_id: str, pipe: redis.client.Pipeline | None = None) -> None:
+        """Drop the claims on ``keys`` that ``job_id`` holds (never another job's); on ``pipe``
+        when given (the caller executes it)."""
+        if keys:
+            self.redis.register_script(_RELEASE)(keys=[keyspace.inflight(k) for k in keys], args=[job_id],
+                                                 client=pipe or self.redis)
+
+
+# Compare-and-delete: the claim may have expired and been taken by a newer job meanwhile.
+_RELEASE = """
+for _, key in ipairs(KEYS) do
+  if redis.call('GET', key) == ARGV[1] then redis.call('DEL', key) end
+end
+return 0
+"""
 
 
 def _chunks(iterable, size):
