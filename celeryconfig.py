@@ -5,17 +5,20 @@ with documented defaults); ``CELERY_BROKER_URL`` / ``CELERY_RESULT_BACKEND`` ove
 import os
 
 from aurum.config import Settings
-from workers.backend import SEALED, backend_url  # noqa: F401 - registers the sealed serializer
+from service.backend import SEALED, backend_url  # noqa: F401 - registers the sealed serializer
 
-_s = Settings.from_env()
+try:
+    _s = Settings.from_env()
+except ValueError as exc:  # one clear line at start, not a traceback
+    raise SystemExit(f"aurum: invalid setting: {exc}") from None
 
 broker_url = os.environ.get("CELERY_BROKER_URL", _s.redis_url)
-# Redis, without subscribing to every result channel at submit time (see workers/backend.py).
+# Redis, without subscribing to every result channel at submit time (see service/backend.py).
 result_backend = backend_url(os.environ.get("CELERY_RESULT_BACKEND", _s.redis_url))
 
 # JSON by default (measured: msgpack is no faster end to end, see bench/queue.py); never pickle.
 task_serializer = _s.serializer
-# Results are JSON sealed with AES-GCM (workers/backend.py); messages carry only keys and options.
+# Results are JSON sealed with AES-GCM (service/backend.py); messages carry only keys and options.
 result_serializer = "aurum-sealed"
 accept_content = ["json", "msgpack"] if _s.serializer == "msgpack" else ["json"]
 result_accept_content = ["aurum-sealed"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import redis
@@ -12,7 +13,7 @@ from aurum import __version__, logs
 from aurum.config import Settings
 from aurum.schemas import ErrorSchema
 
-from service.keys import KeyStore
+from service.keys import KeyStore, check_rate
 from aurum.privacy import init_sentry
 
 from . import errors, observability, security, uploads
@@ -20,7 +21,7 @@ from .auth import authenticate
 from .health import Health
 from .jobs import Jobs
 from .limits import config as limits_config
-from .limits import limiter
+from .limits import limiter, standard_headers_only
 from .views import health, ml
 
 
@@ -29,7 +30,17 @@ class AurumApi(Api):
 
 
 def create_app(settings: Settings | None = None) -> Flask:
-    settings = settings or Settings.from_env()
+    try:
+        settings = settings or Settings.from_env()
+        for name, value in (("AURUM_RATE_LIMIT", settings.rate_limit),
+                            ("AURUM_BATCH_IMAGE_LIMIT", settings.batch_image_limit)):
+            try:
+                check_rate(value)
+            except ValueError as exc:
+                raise ValueError(f"{name}: {exc}") from None
+    except ValueError as exc:  # one clear line at start, not a traceback
+        print(f"aurum: invalid setting: {exc}", file=sys.stderr)
+        raise SystemExit(3) from None  # gunicorn's "worker failed to boot": stop, do not respawn
     logs.configure()
     if settings.sentry_dsn:
         from sentry_sdk.integrations.flask import FlaskIntegration
@@ -37,6 +48,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         init_sentry(settings.sentry_dsn, [FlaskIntegration()], settings.sentry_environment)
     app = Flask(__name__, static_folder="static", static_url_path="/static")
     app.request_class = uploads.InMemoryRequest  # uploads never spooled to disk
+    app.json = uploads.BoundedJSONProvider(app)
     app.config.update(
         MAX_CONTENT_LENGTH=settings.max_request_bytes,  # werkzeug refuses larger bodies before reading
         API_TITLE="Aurum", API_VERSION=__version__, OPENAPI_VERSION="3.0.3",
@@ -52,6 +64,7 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     observability.register(app, client)  # first: the request id is set before anything logs
     app.before_request(authenticate)  # before the limiter's check: limits are per key
+    app.after_request(standard_headers_only)  # registered first, so it runs after the limiter's headers
     limiter.init_app(app)
 
     api = AurumApi(app)

@@ -32,8 +32,8 @@ def presented_token() -> str | None:
 
 def authenticate() -> None:
     """before_request for the scoring API: sets ``g.client``."""
-    if not request.path.startswith("/api/"):
-        return
+    if not request.path.startswith("/api/") or request.method == "OPTIONS":
+        return  # a CORS preflight carries no key by design (Flask answers it, flask-cors adds the headers)
     if current_app.extensions["aurum.settings"].auth == "off":
         g.client = ANONYMOUS
         return

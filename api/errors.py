@@ -11,8 +11,9 @@ from flask import Flask, current_app, has_request_context, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from aurum import errors
+from service.contract import kind_of
 
-STATUS_BY_KIND = {
+STATUS_BY_KIND = {  # every kind of aurum.errors and service.contract
     "input": 400,
     "unauthenticated": 401,
     "too_large": 413,
@@ -21,10 +22,9 @@ STATUS_BY_KIND = {
     "not_found": 404,
     "gone": 410,
     "unavailable": 503,
+    "timeout": 504,
     "internal": 500,
 }
-# Job failures that carry codes from the workers rather than from the core's taxonomy.
-STATUS_BY_CODE = {"IMAGE_EXPIRED": 410, "POISON_MESSAGE": 500, "TIMEOUT": 504, "WORKER_LOST": 500}
 HTTP_CODES = {400: "BAD_REQUEST", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 413: "REQUEST_TOO_LARGE",
               415: "UNSUPPORTED_MEDIA_TYPE", 429: "RATE_LIMITED", 503: "SERVICE_UNAVAILABLE"}
 
@@ -42,9 +42,8 @@ class ServiceUnavailable(errors.AurumError):
 
 
 def status_for(code: str, kind: str | None = None) -> int:
-    if code in STATUS_BY_CODE:
-        return STATUS_BY_CODE[code]
-    return STATUS_BY_KIND.get(kind or "internal", 500)
+    """The HTTP status of an error code (its kind's), for a request's error or a job's failure."""
+    return STATUS_BY_KIND.get(kind or kind_of(code), 500)
 
 
 def _drain_body() -> None:

@@ -18,16 +18,15 @@ from typing import Any
 
 import redis
 from celery import states
-from celery.exceptions import TimeLimitExceeded, WorkerLostError
 
 from aurum.config import Settings
 from aurum.schemas import ScoreOptions
 from aurum.sealing import sealer
 from aurum import logs
-from service import done, keyspace
+from service import done, keyspace, queue
 from service.cache import ResultCache, cache_key
+from service.contract import SCORE_BATCH, SCORE_IMAGE, failure
 from service.images import ImageStore
-from workers.tasks import JobFailed, score_batch, score_image
 
 from .errors import JobNotFound, ServiceUnavailable
 from .observability import API_CACHE, REQUEUES, SUBMISSIONS
@@ -46,7 +45,7 @@ class Jobs:
         self.cache = (ResultCache(client, settings.cache_ttl, settings.cache_l1_size, settings.cache_l1_ttl)
                       if versions else None)
         self.versions = versions
-        self.backend = score_image.app.backend
+        self.backend = queue.app.backend
 
     # --- submit -------------------------------------------------------------------------------
     def submit(self, images: list[bytes], options: ScoreOptions, batch: bool, owner: str
@@ -92,12 +91,13 @@ class Jobs:
 
     def _publish(self, job_id: str, record: dict[str, Any]) -> None:
         headers = {"aurum_submitted_at": time.time(), "aurum_request_id": logs.request_id.get()}
-        keys = record.get("cache_keys")
+        # The cache keys this API made (scoped to the owner); none ("" / []) when it has no cache
+        # (no model manifest here): the worker then caches nothing, rather than unscoped.
+        keys = record.get("cache_keys") or [""] * len(record["images"])
         if record["kind"] == "batch":
-            score_batch.apply_async(args=(record["images"], record["options"], keys), task_id=job_id, headers=headers)
+            queue.publish(SCORE_BATCH, (record["images"], record["options"], keys), job_id, headers)
         else:
-            score_image.apply_async(args=(record["images"][0], record["options"], keys[0] if keys else None),
-                                    task_id=job_id, headers=headers)
+            queue.publish(SCORE_IMAGE, (record["images"][0], record["options"], keys[0]), job_id, headers)
 
     def _maybe_requeue(self, job_id: str, state: str) -> None:
         """Publish a job again when it has waited, never started, longer than AURUM_REQUEUE_AFTER.
@@ -105,14 +105,20 @@ class Jobs:
         Redis's transport pops a message (BRPOP) before it records it as unacknowledged: a
         Redis crash between the two loses the message although the job was accepted (seen in
         tests/chaos/test_redis_outage.py). Reading the job's status repairs that. A job that is
-        merely waiting in a deep queue may run twice; results are idempotent."""
-        if state != states.PENDING:
+        merely waiting in a deep queue may run twice; results are idempotent.
+
+        A job still ``running`` after AURUM_REQUEUE_AFTER plus the hard time limit is published
+        again too: its worker lost Redis while storing the outcome, and Celery acknowledged the
+        message anyway. No run lasts that long (one that waited longer than AURUM_REQUEUE_AFTER
+        was published again while still queued)."""
+        if state not in (states.PENDING, states.STARTED):
             return
         record = self._load(job_id)
         if record is None or "cached" in record or "follows" in record or not record.get("images"):
             return
         waited = time.time() - record.get("queued_at", record["created_at"])
-        if waited < self.settings.requeue_after or record.get("requeues", 0) >= 3:
+        limit = self.settings.requeue_after + (self.settings.task_time_limit if state == states.STARTED else 0)
+        if waited < limit or record.get("requeues", 0) >= 3:
             return
         if not self.redis.set(keyspace.requeue(job_id), 1, nx=True, ex=max(1, self.settings.requeue_after)):
             return  # another API process is doing it
@@ -245,19 +251,6 @@ def _outcome(doc: Any, cached: bool) -> dict[str, Any]:
     if isinstance(doc, dict) and "faces" in doc:
         doc = {**doc, "cached": cached or doc.get("cached", False)}
     return {"status": "succeeded", "result": doc}
-
-
-def failure(exc: Any) -> dict[str, Any]:
-    """The error document of a failed job, whatever the worker raised."""
-    if isinstance(exc, JobFailed):
-        return exc.to_dict()
-    if isinstance(exc, TimeLimitExceeded):
-        return {"error": {"code": "TIMEOUT", "message": "The job exceeded its time limit."}}
-    if isinstance(exc, WorkerLostError):
-        return {"error": {"code": "WORKER_LOST", "message": "The worker running the job died."}}
-    if exc is None or isinstance(exc, dict):
-        return {"error": {"code": "JOB_CANCELLED", "message": "The job was cancelled."}}
-    return {"error": {"code": "INTERNAL_ERROR", "message": f"The job failed: {type(exc).__name__}."}}
 
 
 def _valid_id(job_id: str) -> bool:

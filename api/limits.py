@@ -1,16 +1,20 @@
-"""Per-key rate limits (Flask-Limiter on Redis): a fixed window and a burst window per key, a
-key's own rate when it has one, and a separate budget for images submitted in batches.
+"""Per-key rate limits (Flask-Limiter on Redis): one budget per key across every /api/ endpoint
+(a fixed window and a burst window: the key's own rate when it has one), and a separate budget
+for images submitted in batches, declared on the batch view.
 
-Configured in ``create_app`` (RATELIMIT_* settings); the views declare their limits."""
+Configured in ``create_app`` (RATELIMIT_* settings)."""
 
 from __future__ import annotations
 
-from flask import current_app, g, request
-from flask_limiter import Limiter
+from flask import Response, current_app, g, request
+from flask_limiter import ApplicationLimit, Limiter
 
 from .auth import client_id
 
-limiter = Limiter(key_func=client_id)
+
+def _not_api() -> bool:
+    """Health, metrics, docs, the page and CORS preflights spend no key's budget."""
+    return not request.path.startswith("/api/") or request.method == "OPTIONS"
 
 
 def key_rate() -> str:
@@ -31,6 +35,18 @@ def batch_image_count() -> int:
         images = body.get("images") if isinstance(body, dict) else None
         return len(images) if isinstance(images, list) and images else 1
     return max(1, len(request.files.getlist("images")))
+
+
+# The one budget a key spends on every /api/ request, whichever the endpoint.
+limiter = Limiter(key_func=client_id, application_limits=[
+    ApplicationLimit(key_rate, key_function=client_id, scope="key", exempt_when=_not_api)])
+
+
+def standard_headers_only(response: Response) -> Response:
+    """Retry-After belongs to 429 and 503 answers only (Flask-Limiter adds it to every one)."""
+    if response.status_code not in (429, 503):
+        response.headers.pop("Retry-After", None)
+    return response
 
 
 def config(storage_uri: str) -> dict:

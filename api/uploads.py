@@ -9,12 +9,24 @@ import re
 from typing import IO, Any
 
 from flask import Request
+from flask.json.provider import DefaultJSONProvider
 
 from aurum import errors
 from aurum.schemas import ScoreOptionsSchema
 
 OPTION_FIELDS = tuple(ScoreOptionsSchema().fields)
 _DATA_URL = re.compile(r"^data:[\w/+.-]*;base64,", re.IGNORECASE)
+
+
+class BoundedJSONProvider(DefaultJSONProvider):
+    """Flask's JSON, where a body nested deeper than the parser's recursion limit is a ValueError
+    (Flask answers 400) instead of a RecursionError (a 500, with the limiter's cost skipped)."""
+
+    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        try:
+            return super().loads(s, **kwargs)
+        except RecursionError:
+            raise ValueError("JSON nested too deeply") from None
 
 
 class InMemoryRequest(Request):

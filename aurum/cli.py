@@ -346,6 +346,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        Settings.from_env()  # a bad setting: one clear line, not a traceback from deep inside
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
         return args.func(args)
     except KeyboardInterrupt:
         return 130

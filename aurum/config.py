@@ -32,6 +32,11 @@ def _parse(kind: type, raw: str) -> Any:
     return kind(raw)
 
 
+# Settings with a fixed set of values, checked when the settings are built.
+CHOICES = {"device": ("cpu", "cuda"), "detector": ("yunet", "blazeface_full", "blazeface_short"),
+           "auth": ("on", "off"), "serializer": ("json", "msgpack")}
+
+
 @dataclass(frozen=True)
 class Settings:
     # --- models and runtime ---------------------------------------------------------------
@@ -128,6 +133,10 @@ class Settings:
                                 "they cost ~40 % of a worker's main-process CPU).")
 
     def __post_init__(self) -> None:
+        for name, allowed in CHOICES.items():
+            if getattr(self, name) not in allowed:
+                env = self.__dataclass_fields__[name].metadata["env"]
+                raise ValueError(f"{env}: one of {', '.join(allowed)}, not {getattr(self, name)!r}")
         if self.mesh_passes not in (1, 2, 3):
             raise ValueError(f"AURUM_MESH_PASSES: 1, 2 or 3, not {self.mesh_passes}")
         if not 0 <= self.q_min_sharpness < 0.8:  # confidence rises from it to 0.8 (aurum.scoring.trust)

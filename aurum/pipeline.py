@@ -29,9 +29,10 @@ from .schemas import ScoreOptions
 from .scoring.features import FEATURES, FaceGeometry, face_features, feature_vector
 from .scoring.scorer import Scorer
 from .scoring.trust import confidence, withheld
-from .store import ModelStore
+from .store import ModelStore, inference_errors
 
 PRESENCE_THRESHOLD = 0.5  # FaceMesh's own face-presence check rejects detector false positives
+INFERENCE_ERRORS = inference_errors()
 # A face cropped from a reduced decode may be upsampled this much into FaceMesh's (or SFace's)
 # input; a smaller face is cropped from the working-size pixels, decoded for it.
 MAX_CROP_UPSAMPLING = 4 / 3
@@ -194,9 +195,7 @@ class Pipeline:
         start = time.perf_counter()
         try:
             yield
-        except errors.AurumError:
-            raise
-        except Exception as exc:  # onnxruntime and numpy failures: retryable inference errors
+        except INFERENCE_ERRORS as exc:  # ONNX Runtime's own failures: retryable; anything else is a bug
             raise errors.InferenceFailed(f"{name} failed: {type(exc).__name__}: {exc}") from exc
         elapsed = (time.perf_counter() - start) * 1000
         weights = [max(len(it.faces), 1) for it in items]

@@ -27,6 +27,14 @@ CPU = "CPUExecutionProvider"
 _warned_no_cuda = False
 
 
+def inference_errors() -> tuple[type[BaseException], ...]:
+    """What ONNX Runtime raises from ``session.run`` (its own exception types): the only
+    failures that are retryable ``INFERENCE_FAILED``. Anything else in a stage is a bug."""
+    from onnxruntime.capi import onnxruntime_pybind11_state as state
+
+    return tuple(v for v in vars(state).values() if isinstance(v, type) and issubclass(v, Exception))
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:

@@ -33,6 +33,17 @@ class ApiKey:
                 "revoked": self.revoked, "hint": self.hint}
 
 
+def check_rate(rate: str) -> None:
+    """A rate-limit string as Flask-Limiter reads it ("600/minute;30/second"), or ValueError."""
+    from limits import parse_many
+
+    try:
+        if not parse_many(rate):
+            raise ValueError
+    except ValueError:
+        raise ValueError(f"not a rate limit: {rate!r} (for example \"600/minute;30/second\")") from None
+
+
 def key_id(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -44,12 +55,15 @@ class KeyStore:
     def create(self, name: str, rate: str | None = None) -> tuple[str, ApiKey]:
         if not name or len(name) > 100:
             raise ValueError("a key needs a name of 1 to 100 characters")
+        if rate is not None:
+            check_rate(rate)
         if any(k.name == name and not k.revoked for k in self.list()):
             raise ValueError(f"an active key named {name!r} exists; revoke it first or pick another name")
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         key = ApiKey(id=key_id(token), name=name, rate=rate, created_at=time.time(), hint=token[:7])
-        self.redis.set(keyspace.api_key(key.id), json.dumps(key.__dict__))
-        self.redis.sadd(INDEX, key.id)
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.set(keyspace.api_key(key.id), json.dumps(key.__dict__))
+            pipe.sadd(INDEX, key.id).sadd(keyspace.API_KEYS_ACTIVE, key.id).execute()
         return token, key
 
     def lookup(self, token: str) -> ApiKey | None:
@@ -68,7 +82,14 @@ class KeyStore:
         return sorted((ApiKey(**json.loads(r)) for r in raws if r), key=lambda k: k.created_at)
 
     def active_count(self) -> int:
-        return sum(1 for k in self.list() if not k.revoked)
+        """How many keys are not revoked: one SCARD (an anonymous request asks it)."""
+        count = self.redis.scard(keyspace.API_KEYS_ACTIVE)
+        if count == 0 and self.redis.scard(INDEX):  # keys made before the active set existed
+            active = [k.id for k in self.list() if not k.revoked]
+            if active:
+                self.redis.sadd(keyspace.API_KEYS_ACTIVE, *active)
+            count = len(active)
+        return count
 
     def revoke(self, name_or_id: str) -> list[ApiKey]:
         """Revoke the active keys whose name, id prefix or hint matches; returns them."""
@@ -77,6 +98,8 @@ class KeyStore:
             matches = name_or_id in (key.name, key.hint) or (len(name_or_id) >= 8 and key.id.startswith(name_or_id))
             if matches and not key.revoked:
                 updated = ApiKey(**{**key.__dict__, "revoked": True})
-                self.redis.set(keyspace.api_key(key.id), json.dumps(updated.__dict__))
+                with self.redis.pipeline(transaction=True) as pipe:
+                    pipe.set(keyspace.api_key(key.id), json.dumps(updated.__dict__))
+                    pipe.srem(keyspace.API_KEYS_ACTIVE, key.id).execute()
                 revoked.append(updated)
         return revoked

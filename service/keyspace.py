@@ -6,6 +6,8 @@ Celery's own keys sit beside these: ``celery-task-meta-<job id>`` (results), the
 
 from __future__ import annotations
 
+from .contract import TASKS
+
 ROOT = "aurum:"
 
 # Per job (a 32-hex job id); a DELETE removes every one of them (:func:`of_job`).
@@ -14,7 +16,6 @@ DONE = ROOT + "done:"            # the job-ended stream that ?wait= blocks on
 DELETED = ROOT + "deleted:"      # tombstone: a worker meeting the job drops it and what it made
 REQUEUE = ROOT + "requeue:"      # one API process at a time re-publishes a lost message
 DELIVERIES = ROOT + "deliveries:"  # executions of a job per task, for POISON_MESSAGE
-TASKS = ("aurum.score_image", "aurum.score_batch", "aurum.score_fallback")
 
 # Per upload and per result.
 IMAGE = ROOT + "image:"          # sealed image bytes, random key, short TTL
@@ -27,6 +28,7 @@ HEARTBEATS = ROOT + "heartbeats"      # sorted set: "<hostname>:<child>" -> last
 MODELS = ROOT + "models:"             # "<hostname>:<child>" -> what that child loaded
 API_KEY = ROOT + "key:"               # sha256 of a token -> the key's record
 API_KEYS = ROOT + "keys"              # set of every key id
+API_KEYS_ACTIVE = ROOT + "keys:active"  # set of the ids not revoked (counted in O(1))
 LIMITS = ROOT + "limits"              # Flask-Limiter's prefix
 
 

@@ -250,6 +250,35 @@ def test_a_lost_message_is_published_again(worker, monkeypatch) -> None:
     assert doc["status"] == "succeeded" and published == [job, job]
 
 
+def test_a_job_left_running_by_a_lost_outcome_is_published_again(worker, monkeypatch) -> None:
+    """Fault injection: the job's first run stores STARTED and then its outcome is lost (a worker
+    that lost Redis while storing it; Celery acknowledges the message anyway). Past
+    AURUM_REQUEUE_AFTER plus the hard time limit, reading its status publishes it again."""
+    from api import create_app
+
+    from .test_cache import unique_photo
+
+    app = create_app(Settings.from_env(requeue_after=1, task_time_limit=1, task_soft_time_limit=1))
+    c = keyed_client(app, "requeue-started")
+    jobs = app.extensions["aurum.jobs"]
+    real_publish = jobs._publish
+    published = []
+
+    def first_run_lost(job_id, record):
+        published.append(job_id)
+        if len(published) == 1:
+            jobs.backend.store_result(job_id, {"pid": 1, "hostname": "lost"}, "STARTED")
+        else:
+            real_publish(job_id, record)
+
+    monkeypatch.setattr(jobs, "_publish", first_run_lost)
+    job = upload(c, unique_photo(78)).get_json()["job_id"]
+    assert c.get(f"/api/ml/jobs/{job}").get_json()["status"] == "running"
+    time.sleep(2.2)
+    doc = wait_done(c, f"/api/ml/jobs/{job}", timeout=60)
+    assert doc["status"] == "succeeded" and published == [job, job]
+
+
 def test_large_uploads_never_spool_to_disk(client, monkeypatch) -> None:
     """Werkzeug writes any multipart file over 500 KB to a temporary file (in clear, for the whole
     request); a face photo is biometric data, so the API keeps uploads in memory."""
@@ -267,3 +296,51 @@ def test_large_uploads_never_spool_to_disk(client, monkeypatch) -> None:
     assert len(data) > 600 * 1024  # past Werkzeug's 500 KB spooling threshold
     response = upload(client, data)
     assert response.status_code == 202, response.get_json()
+
+
+def test_every_job_code_has_the_status_of_its_kind() -> None:
+    """One registry of codes and kinds (aurum.errors, service.contract) and one map of kinds to
+    statuses: a failed job answered through ?wait= gets the same status as the API's own error."""
+    from api.errors import STATUS_BY_KIND, status_for
+    from aurum import errors
+    from service.contract import JOB_CODES, kind_of
+
+    codes = {cls.code for cls in errors.ALL_ERRORS} | set(JOB_CODES)
+    assert all(kind_of(code) in STATUS_BY_KIND for code in codes)
+    assert status_for("SERVICE_UNAVAILABLE") == 503  # was 500 through ?wait=
+    assert status_for("JOB_CANCELLED") == 410 and status_for("IMAGE_EXPIRED") == 410
+    assert status_for("TIMEOUT") == 504 and status_for("NO_FACE") == 422 and status_for("POISON_MESSAGE") == 500
+
+
+def test_a_revoked_job_is_cancelled_and_an_identical_upload_still_runs(client) -> None:
+    """A job revoked by an operator (`celery control revoke`; here its stored REVOKED state, set
+    before any worker could run it): it reads JOB_CANCELLED, not INTERNAL_ERROR
+    TaskRevokedError, and the same photo sent again, which follows the revoked job, still runs."""
+    import hashlib
+    import secrets
+
+    from service.cache import cache_key
+
+    from .test_cache import unique_photo
+
+    data, owner, options = unique_photo(7400), "revoker", load_options_default()
+    jobs = client.application.extensions["aurum.jobs"]
+    revoked = secrets.token_hex(16)
+    jobs._save(revoked, {"kind": "single", "total": 1, "created_at": time.time(), "owner": owner, "images": []})
+    jobs.backend.mark_as_revoked(revoked, "revoked by an operator")
+    key = cache_key(hashlib.sha256(data).hexdigest(), jobs.versions, options, jobs.settings, scope=owner)
+    assert jobs.cache.claim(key, revoked, 60) is None  # it was computing this photo
+    assert jobs.status(revoked, owner)["error"]["code"] == "JOB_CANCELLED"
+    again, record = jobs.submit([data], options, batch=False, owner=owner)
+    assert record["follows"] == revoked
+    deadline = time.monotonic() + 60
+    while (doc := jobs.status(again, owner))["status"] not in ("succeeded", "failed"):
+        assert time.monotonic() < deadline, "the follower of a revoked job never ran"
+        time.sleep(0.05)
+    assert doc["status"] == "succeeded" and len(doc["result"]["faces"]) == 1
+
+
+def load_options_default():
+    from aurum.schemas import load_options
+
+    return load_options({})

@@ -73,6 +73,54 @@ def test_rate_limit_429_with_retry_after_and_headers(app) -> None:
     assert keyed_client(app, "unlimited").get("/api/ml/jobs/" + "0" * 32).status_code == 404
 
 
+def test_one_budget_per_key_across_endpoints(app) -> None:
+    """A key out of budget on status reads cannot submit, delete or list models either; the
+    probes are not counted, and Retry-After is only on the 429."""
+    limited = keyed_client(app, "one-budget", rate="3/minute")
+    assert limited.get("/api/ml/jobs/" + "0" * 32).status_code == 404
+    assert limited.delete("/api/ml/jobs/" + "0" * 32).status_code == 404
+    assert limited.get("/api/ml/models").status_code == 200
+    for response in (upload(limited, photo_bytes("astronaut.png")), limited.delete("/api/ml/jobs/" + "1" * 32),
+                     limited.get("/api/ml/models")):
+        assert response.status_code == 429 and "Retry-After" in response.headers
+    assert limited.get("/health").status_code == 200 and limited.get("/ready").status_code in (200, 503)
+    fresh = keyed_client(app, "one-budget-headers", rate="10/minute")
+    for response in (fresh.get("/api/ml/jobs/" + "0" * 32), upload(fresh, photo_bytes("astronaut.png")),
+                     fresh.get("/api/ml/models")):
+        assert response.status_code in (200, 202, 404) and "Retry-After" not in response.headers
+        assert "X-RateLimit-Remaining" in response.headers
+
+
+def test_a_rate_must_parse(app) -> None:
+    store = app.extensions["aurum.keys"]
+    for bad in ("unlimited please", "", "fast"):
+        with pytest.raises(ValueError, match="not a rate limit"):
+            store.create(f"bad-rate-{len(bad)}", bad)
+    assert store.create("good-rate", "600/minute;30/second")[1].rate == "600/minute;30/second"
+
+
+def test_json_nested_deep_is_a_400_not_a_500(app) -> None:
+    c = keyed_client(app, "deep-json", rate="5/minute")
+    deep = "[" * 20000 + "]" * 20000
+    for path in ("/api/ml/score", "/api/ml/score/batch"):
+        response = c.post(path, data=deep, content_type="application/json")
+        assert response.status_code == 400, (path, response.status_code)
+        assert response.get_json()["error"]["code"] in ("BAD_REQUEST", "INVALID_INPUT")
+    for _ in range(3):  # the two above were counted: the budget still holds
+        c.post("/api/ml/score", data=deep, content_type="application/json")
+    assert c.post("/api/ml/score", data=deep, content_type="application/json").status_code == 429
+
+
+def test_an_anonymous_request_reads_no_key_list(app, monkeypatch) -> None:
+    """Deciding UNAUTHENTICATED takes one SCARD, not a read of every key ever made."""
+    from service.keys import KeyStore
+
+    app.extensions["aurum.keys"].create("exists")
+    monkeypatch.setattr(KeyStore, "list", lambda self: pytest.fail("listed every key"))
+    response = app.test_client().get("/api/ml/jobs/" + "0" * 32)
+    assert response.status_code == 401 and response.get_json()["error"]["code"] == "UNAUTHENTICATED"
+
+
 def test_batch_images_have_their_own_per_minute_budget(app) -> None:
     c = keyed_client(app, "batcher")
     files = lambda n: {"images": [(io.BytesIO(photo_bytes("rocket.jpg")), f"{i}.jpg") for i in range(n)]}  # noqa: E731
@@ -88,6 +136,7 @@ def test_cors_allow_list(app) -> None:
     allowed = c.options("/api/ml/score", headers={"Origin": "https://app.example.com",
                                                   "Access-Control-Request-Method": "POST",
                                                   "Access-Control-Request-Headers": "X-API-Key"})
+    assert allowed.status_code in (200, 204)  # a preflight carries no key: answered before authentication
     assert allowed.headers.get("Access-Control-Allow-Origin") == "https://app.example.com"
     assert "x-api-key" in allowed.headers.get("Access-Control-Allow-Headers", "").lower()
     refused = c.options("/api/ml/score", headers={"Origin": "https://evil.example.net",

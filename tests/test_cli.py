@@ -6,10 +6,15 @@ import json
 import subprocess
 import sys
 
+from pathlib import Path
+
 import numpy as np
+import pytest
 from PIL import Image
 
 from .conftest import PHOTOS
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def aurum(*args: str) -> subprocess.CompletedProcess:
@@ -80,3 +85,20 @@ def test_config_documents_every_setting() -> None:
     out = aurum("config")
     assert out.returncode == 0
     assert "AURUM_MAX_IMAGE_BYTES=10485760" in out.stdout and "AURUM_DETECTOR" in out.stdout
+
+
+@pytest.mark.parametrize("env", [{"AURUM_DETECTOR": "foo"}, {"AURUM_MAX_FACES": "abc"}, {"AURUM_AUTH": "maybe"}])
+def test_a_bad_setting_is_one_clear_line_everywhere(env: dict) -> None:
+    """The CLI, the worker and the API refuse a bad value at start with one line naming the
+    variable, never a traceback."""
+    import os
+
+    name = next(iter(env))
+    full = {**os.environ, **env}
+    commands = [[sys.executable, "-m", "aurum", "config"],
+                [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "--pool", "solo"],
+                [sys.executable, "-c", "import api; api.create_app()"]]
+    for command in commands:
+        out = subprocess.run(command, capture_output=True, text=True, timeout=120, env=full, cwd=ROOT)
+        assert out.returncode != 0, command
+        assert name in out.stderr and "Traceback" not in out.stderr, (command, out.stderr)

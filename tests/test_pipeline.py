@@ -125,3 +125,24 @@ def test_small_faces_in_a_reduced_decode_are_cropped_from_the_working_size(pipel
     _full_decode_only(monkeypatch)
     full = pipeline.score(data, opts)
     _close(reduced, full, tolerance_px=2560 * 0.01)
+
+
+def test_only_onnx_runtime_failures_are_retryable(pipeline: Pipeline, monkeypatch, astronaut: bytes) -> None:
+    """An ONNX Runtime error in a stage is a retryable INFERENCE_FAILED; a bug in our own code
+    (here a ValueError from the landmark stage) stays itself, so it is never retried and handed
+    to the fallback as if the models had failed."""
+    from onnxruntime.capi.onnxruntime_pybind11_state import Fail
+
+    def ort_fails(*args, **kwargs):
+        raise Fail("simulated ONNX Runtime failure")
+
+    def bug(*args, **kwargs):
+        raise ValueError("simulated bug")
+
+    monkeypatch.setattr(pipeline.facemesh, "run", ort_fails)
+    with pytest.raises(errors.InferenceFailed) as failed:
+        pipeline.score(astronaut)
+    assert failed.value.retryable and "landmarks failed: Fail" in failed.value.message
+    monkeypatch.setattr(pipeline.facemesh, "run", bug)
+    with pytest.raises(ValueError):
+        pipeline.score(astronaut)

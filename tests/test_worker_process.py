@@ -127,7 +127,7 @@ def test_every_single_job_is_a_task_celery_inspect_sees(live_worker, celery_app,
 
 def test_a_slow_job_times_out_alone(live_worker) -> None:
     """A job that overruns its soft limit ends TIMEOUT; the jobs beside it are not touched."""
-    from api.jobs import failure
+    from service.contract import failure
     from workers import runtime
     from workers.tasks import score_image
 
@@ -142,7 +142,7 @@ def test_a_slow_job_times_out_alone(live_worker) -> None:
 def test_a_hard_time_limit_ends_the_job_timeout_once(live_worker, celery_app) -> None:
     """The hard limit kills the child: the job fails TIMEOUT, is not redelivered as a worker
     crash (no POISON_MESSAGE), and the pool replaces the child."""
-    from api.jobs import failure
+    from service.contract import failure
     from workers import runtime
     from service.keyspace import deliveries
     from workers.tasks import score_image

@@ -153,6 +153,25 @@ def test_exhausted_retries_go_to_the_fallback(worker, monkeypatch, fresh_cache) 
     assert released(key)
 
 
+def test_a_bug_fails_the_job_internal_error_without_retry_or_fallback(worker, monkeypatch, fresh_cache) -> None:
+    """A bug in our own code is not an inference failure: one attempt, INTERNAL_ERROR (a 500
+    for the API, a Sentry report), never a degraded fallback result."""
+    from service.contract import failure
+    from workers import runtime, tasks
+
+    calls = {"n": 0}
+
+    def bug(data, options=None):
+        calls["n"] += 1
+        raise KeyError("simulated bug")
+
+    monkeypatch.setattr(runtime.pipeline(), "score", bug)
+    job = tasks.score_image.apply_async(args=(put(photo_bytes("astronaut.png")),))
+    with pytest.raises(KeyError) as raised:
+        job.get(timeout=30)
+    assert calls["n"] == 1 and failure(raised.value)["error"]["code"] == "INTERNAL_ERROR"
+
+
 def test_models_that_cannot_load_go_straight_to_the_fallback(worker, tmp_path, monkeypatch, settings) -> None:
     """A real load failure: a model file that no longer matches its checksum."""
     from workers import runtime, tasks

@@ -1,14 +1,6 @@
-"""The Celery application. ``celery -A workers.app worker`` starts a worker."""
+"""The worker's Celery application: the service's (:mod:`service.queue`) with the tasks and
+signal handlers. ``celery -A workers.app worker`` starts a worker."""
 
-from celery import Celery
+from service.queue import app, point_at  # noqa: F401 - point_at: for tests and tools
 
-from .backend import backend_url
-
-app = Celery("aurum", include=["workers.tasks", "workers.signals"])
-app.config_from_object("celeryconfig")
-
-
-def point_at(redis_url: str) -> Celery:
-    """Re-point an app whose configuration was already loaded at another Redis (tests, tools)."""
-    app.conf.update(broker_url=redis_url, result_backend=backend_url(redis_url))
-    return app
+app.conf.include = ["workers.tasks", "workers.signals"]

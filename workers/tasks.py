@@ -23,6 +23,7 @@ from aurum import errors, fallback
 from aurum.config import Settings
 from aurum.schemas import load_options
 from service import keyspace
+from service.contract import HEADERS, SCORE_BATCH, SCORE_FALLBACK, SCORE_IMAGE, JobFailed
 from service.cache import cache_key
 from service.images import ImageExpired
 
@@ -36,21 +37,6 @@ MAX_DELIVERIES = SETTINGS.max_deliveries
 MAX_RETRIES = SETTINGS.max_retries
 DEAD_LETTERS_KEPT = 1000  # the newest poison job ids, for an operator to look at
 BATCH_CHUNK = 8
-
-
-class JobFailed(Exception):
-    """A job's final failure. Its args (code, message, details) survive the JSON result backend,
-    so the API reads the same stable code the core raised."""
-
-    def __init__(self, code: str, message: str, details: dict | None = None) -> None:
-        super().__init__(code, message, details or {})
-
-    @property
-    def code(self) -> str:
-        return self.args[0]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"error": {"code": self.args[0], "message": self.args[1], "details": self.args[2]}}
 
 
 def backoff(retries: int, base: float = 0.5, cap: float = 10.0) -> float:
@@ -184,9 +170,6 @@ def job_outcome(task: ScoringTask, keys: tuple[str, ...], options: dict | None, 
                                "images": len(keys), "attempt": task.request.retries + 1})
 
 
-HEADERS = ("aurum_submitted_at", "aurum_request_id")
-
-
 def header(task: Task, name: str) -> Any:
     """A custom message header the API set (Celery exposes them on the request)."""
     value = task.request.get(name) if hasattr(task.request, "get") else getattr(task.request, name, None)
@@ -249,8 +232,11 @@ CACHEABLE_KINDS = {"input", "too_large", "unsupported", "unprocessable"}  # dete
 
 
 def _cached(key: str) -> dict[str, Any] | None:
+    """A cached result or failure for ``key``; None on a miss or with no key (caching off)."""
     cache = runtime.cache()
-    hit = cache.get(key) if cache is not None else None
+    if cache is None or not key:
+        return None
+    hit = cache.get(key)
     metrics.CACHE.labels("worker", "miss" if hit is None else "hit").inc()
     if hit is None:
         return None
@@ -261,7 +247,7 @@ def _remember(task: Task, key: str, outcome: dict[str, Any] | errors.AurumError)
     """Cache a result (or a deterministic failure); the job's request lists what it cached, for
     a DELETE that arrives while it runs."""
     cache = runtime.cache()
-    if cache is None:
+    if cache is None or not key:
         return
     if isinstance(outcome, errors.AurumError):
         if outcome.kind not in CACHEABLE_KINDS:
@@ -276,19 +262,19 @@ def _key_for(data: bytes, opts) -> str:
     return cache_key(hashlib.sha256(data).hexdigest(), pipe.versions(), opts, pipe.settings)
 
 
-@app.task(name="aurum.score_image", bind=True, base=ScoringTask, throws=(JobFailed,))
+@app.task(name=SCORE_IMAGE, bind=True, base=ScoringTask, throws=(JobFailed,))
 def score_image(self: ScoringTask, image_key: str, options: dict | None = None,
                 cache_key: str | None = None) -> dict[str, Any]:
     """One image, published as ``score_image.apply_async(args=(image_key, options, cache_key))``:
     a Celery task of its own, so Flower and ``celery inspect`` see it and its time limits are
-    its own. ``cache_key`` is the API's (scoped to the submitting key); a job published
-    directly leaves it out and shares the unscoped entries."""
+    its own. ``cache_key`` is the API's (scoped to the submitting key; "" for no caching); a
+    job published directly leaves it out and shares the unscoped entries."""
     with job_outcome(self, (image_key,), options, batch=False):
         opts = load_options(options)
         data = runtime.images().get(image_key)
         pipe = runtime.pipeline()
-        key = cache_key or _key_for(data, opts)
-        self.request.aurum_claims = (key,)  # identical submissions follow this job until it ends
+        key = _key_for(data, opts) if cache_key is None else cache_key
+        self.request.aurum_claims = (key,) if key else ()  # identical submissions follow this job until it ends
         hit = _cached(key)
         if hit is not None:
             if "error" in hit:
@@ -306,7 +292,7 @@ def score_image(self: ScoringTask, image_key: str, options: dict | None = None,
         return result
 
 
-@app.task(name="aurum.score_batch", bind=True, base=ScoringTask, throws=(JobFailed,))
+@app.task(name=SCORE_BATCH, bind=True, base=ScoringTask, throws=(JobFailed,))
 def score_batch(self: ScoringTask, image_keys: list[str], options: dict | None = None,
                 cache_keys: list[str] | None = None) -> dict[str, Any]:
     """Several images with batched inference (all faces of a chunk through each model at once);
@@ -322,7 +308,8 @@ def score_batch(self: ScoringTask, image_keys: list[str], options: dict | None =
             datas, missing = _fetch(image_keys[start:start + BATCH_CHUNK])
             outcomes: list[Any] = [None] * len(datas)
             given = (cache_keys or [None] * total)[start:start + BATCH_CHUNK]
-            keys = [None if i in missing else given[i] or _key_for(d, opts) for i, d in enumerate(datas)]
+            keys = [None if i in missing else _key_for(d, opts) if given[i] is None else given[i]
+                    for i, d in enumerate(datas)]
             run = []
             for i, key in enumerate(keys):
                 if key is not None and (hit := _cached(key)) is not None:
@@ -341,7 +328,7 @@ def score_batch(self: ScoringTask, image_keys: list[str], options: dict | None =
         return {"total": total, "done": total, "items": items}
 
 
-@app.task(name="aurum.score_fallback", bind=True, base=ScoringTask, throws=(JobFailed,))
+@app.task(name=SCORE_FALLBACK, bind=True, base=ScoringTask, throws=(JobFailed,))
 def score_fallback(self: ScoringTask, image_keys: list[str], options: dict | None, reason: str,
                    batch: bool) -> dict[str, Any]:
     """The degraded path (OpenCV Haar cascades, no ONNX Runtime); results say degraded: true."""

@@ -14,11 +14,10 @@ from aurum.schemas import ErrorSchema, ResultSchema, load_options
 from .. import uploads
 from ..auth import client_id
 from ..errors import status_for
-from ..limits import batch_image_count, batch_image_rate, key_rate, limiter
+from ..limits import batch_image_count, batch_image_rate, limiter
 from ..schemas import JobAcceptedSchema, JobStatusSchema, WorkerModelsSchema
 
 blp = Blueprint("ml", __name__, url_prefix="/api/ml", description="Face scoring jobs")
-limiter.limit(key_rate)(blp)  # every scoring endpoint counts against the caller's key
 
 OPTIONS_DOC = {  # the same constraints as aurum.schemas.ScoreOptionsSchema
     "max_faces": {"type": "integer", "minimum": 1, "maximum": 100},
@@ -64,16 +63,9 @@ def _accepted(job_id: str, record: dict[str, Any], wait: float):
             return jsonify(doc), 200
         if doc["status"] == "failed":
             err = doc["error"]
-            return jsonify({"error": err, "job_id": job_id}), status_for(err["code"], _kind(err["code"]))
+            return jsonify({"error": err, "job_id": job_id}), status_for(err["code"])
     body = {"job_id": job_id, "status": "queued", "status_url": url_for("ml.job", job_id=job_id)}
     return jsonify(body), 202, {"Location": body["status_url"]}
-
-
-def _kind(code: str) -> str | None:
-    for cls in errors.ALL_ERRORS:
-        if cls.code == code:
-            return cls.kind
-    return None
 
 
 @blp.route("/score", methods=["POST"])

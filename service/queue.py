@@ -1,0 +1,25 @@
+"""The Celery application as both sides use it: the API publishes jobs by task name through it
+(:func:`publish`) and reads their results from its backend; ``workers/app.py`` adds the tasks.
+Configured by ``celeryconfig.py``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+
+from .backend import backend_url
+
+app = Celery("aurum")
+app.config_from_object("celeryconfig")
+
+
+def point_at(redis_url: str) -> Celery:
+    """Re-point an app whose configuration was already loaded at another Redis (tests, tools)."""
+    app.conf.update(broker_url=redis_url, result_backend=backend_url(redis_url))
+    return app
+
+
+def publish(task_name: str, args: tuple, job_id: str, headers: dict[str, Any]) -> None:
+    """Send a job to its queue (celeryconfig's task_routes) under its own id."""
+    app.send_task(task_name, args=args, task_id=job_id, headers=headers)
