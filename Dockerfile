@@ -1,6 +1,6 @@
 FROM python:3.11-slim
 WORKDIR /app
-COPY setup.cfg pyproject.toml README.md celeryconfig.py ./
+COPY setup.cfg pyproject.toml README.md celeryconfig.py flowerconfig.py ./
 COPY aurum aurum
 COPY service service
 COPY workers workers

@@ -6,37 +6,72 @@ from typing import Any
 
 import redis
 
+from aurum import errors
+from aurum.sealing import sealer
 from service import heartbeats
+
+QUEUES = ("score", "fallback")  # celeryconfig.task_routes: each must have a live consumer
 
 
 class Health:
-    """Readiness from the heartbeats the worker children keep fresh in Redis: one round trip,
-    no Celery broadcast (a ping broadcast took 0.5-1 s per call and, with clients looping on
-    /ready, slowed every other request)."""
+    """Readiness from what the worker children keep fresh in Redis (service/heartbeats.py): one
+    round trip, no Celery broadcast (a ping broadcast took 0.5-1 s per call and, with clients
+    looping on /ready, slowed every other request)."""
 
     def __init__(self, client: redis.Redis) -> None:
         self.redis = client
 
-    def live_children(self) -> list[str]:
-        """"<hostname>:<child>" of every pool child that beat within the TTL (models loaded)."""
+    def live_children(self) -> dict[str, dict[str, Any]]:
+        """"<hostname>:<child>" -> record of every pool child that beat within the TTL."""
         return heartbeats.live(self.redis)
 
     def live_workers(self) -> list[str]:
         return sorted({child.rsplit(":", 1)[0] for child in self.live_children()})
 
-    def worker_models(self, hostnames: list[str] | None = None) -> list[dict[str, Any]]:
-        return heartbeats.models(self.redis, self.live_workers() if hostnames is None else hostnames)
+    def worker_models(self) -> list[dict[str, Any]]:
+        rows = [{k: v for k, v in info.items() if k not in ("keys", "beat_at")}
+                for info in self.live_children().values() if info]
+        return sorted(rows, key=lambda r: (r["hostname"], r["child"]))
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
+        """Ready when a request would be served: Redis reachable, this API able to seal, a live
+        child with its models loaded, every queue consumed, and the children's keys matching
+        this API's (a job sealed here must open there, and its result here)."""
         checks: dict[str, Any] = {}
+        reasons: list[str] = []
         try:
             children = self.live_children()  # also the Redis check: one round trip in all
             checks["redis"] = "ok"
         except redis.RedisError as exc:
             checks["redis"] = f"unreachable ({type(exc).__name__})"
             return False, {"checks": checks, "reasons": ["REDIS_UNREACHABLE"]}
+        try:
+            mine = list(sealer().fingerprints) if sealer().enabled else ["off"]
+            checks["encryption"] = "off" if mine == ["off"] else "ok"
+        except (errors.AurumError, ValueError) as exc:
+            mine = []
+            checks["encryption"] = f"not configured ({exc})"
+            reasons.append("NO_ENCRYPTION_KEY")
         # a child beats only once its models are loaded: a live child is a ready one
         checks["workers"] = sorted({child.rsplit(":", 1)[0] for child in children})
         checks["children_with_models"] = len(children)
-        reasons = [] if children else ["NO_WORKER"]
+        if not children:
+            reasons.append("NO_WORKER")
+        consumed = {q for info in children.values() for q in info.get("queues", QUEUES)}
+        checks["queues"] = {q: q in consumed for q in QUEUES}
+        if children and not all(checks["queues"].values()):
+            reasons.append("QUEUE_NOT_CONSUMED")
+        mismatched = sorted(child for child, info in children.items() if mine and not _keys_agree(mine, info.get("keys")))
+        if mismatched:
+            checks["key_mismatch"] = mismatched
+            reasons.append("KEY_MISMATCH")
         return not reasons, {"checks": checks, "reasons": reasons}
+
+
+def _keys_agree(mine: list[str], theirs: list[str] | None) -> bool:
+    """Each side can open what the other seals (its first key); "off" only with "off"."""
+    if not theirs:
+        return False
+    if "off" in (mine[0], theirs[0]):
+        return mine == theirs
+    return mine[0] in theirs and theirs[0] in mine

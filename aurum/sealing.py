@@ -13,6 +13,7 @@ prints a new key. ``off`` stores plaintext (local development only; a warning sa
 from __future__ import annotations
 
 import base64
+import hashlib
 import logging
 import os
 import secrets
@@ -48,6 +49,7 @@ def new_key(key_id: str | None = None) -> str:
 @dataclass(frozen=True)
 class Sealer:
     keys: tuple[tuple[bytes, AESGCM], ...]  # (id, cipher); the first one seals
+    fingerprints: tuple[str, ...] = ()     # "id:hash" per key, same order: tells two processes' keys apart
 
     @property
     def enabled(self) -> bool:
@@ -85,14 +87,15 @@ def parse_keys(spec: str) -> Sealer:
         return Sealer(())
     if not spec:
         raise EncryptionNotConfigured()
-    keys = []
+    keys, prints = [], []
     for entry in spec.split(","):
         key_id, _, b64 = entry.strip().partition(":")
         raw = base64.urlsafe_b64decode(b64 + "=" * (-len(b64) % 4)) if b64 else b""
         if not key_id or len(key_id) > 32 or len(raw) != 32:
             raise ValueError(f"AURUM_ENCRYPTION_KEYS: {entry.strip()[:12]}... is not 'id:base64 of 32 bytes'")
         keys.append((key_id.encode(), AESGCM(raw)))
-    return Sealer(tuple(keys))
+        prints.append(f"{key_id}:{hashlib.sha256(b'aurum key fingerprint' + raw).hexdigest()[:16]}")
+    return Sealer(tuple(keys), tuple(prints))
 
 
 _cached: tuple[str, Sealer] | None = None

@@ -1,6 +1,11 @@
 """What the worker children tell the API about themselves through Redis, so that readiness and
-model status are one read, never a Celery broadcast: a heartbeat per child with its models
-loaded (a sorted set scored by time) and the record of what that child loaded."""
+model status are one read, never a Celery broadcast.
+
+Each pool child with its models loaded beats every :data:`INTERVAL` seconds: its member
+("<hostname>:<child>") in a sorted set scored by the time, and its record in a hash (what it
+loaded, the queues its worker consumes, the fingerprints of its encryption keys). A member
+whose last beat is older than :data:`TTL` is gone, and so is what its record says.
+"""
 
 from __future__ import annotations
 
@@ -14,33 +19,37 @@ from . import keyspace
 
 INTERVAL = 5.0  # seconds between beats
 TTL = 15.0      # a child whose last beat is older is gone (three beats missed)
+FORGET = 20 * TTL  # members (and records) older than this are removed
 
 
-def beat(client: redis.Redis, member: str) -> None:
-    """One beat for ``member`` ("<hostname>:<child>"), and drop members long gone."""
+def beat(client: redis.Redis, member: str, info: dict[str, Any]) -> None:
+    """One beat for ``member``, with its record; drops members long gone."""
     now = time.time()
     with client.pipeline(transaction=False) as pipe:
         pipe.zadd(keyspace.HEARTBEATS, {member: now})
-        pipe.zremrangebyscore(keyspace.HEARTBEATS, "-inf", now - 20 * TTL)
-        pipe.execute()
+        pipe.hset(keyspace.WORKERS, member, json.dumps({**info, "beat_at": now}))
+        pipe.zrangebyscore(keyspace.HEARTBEATS, "-inf", now - FORGET)
+        gone = pipe.execute()[-1]
+    if gone:
+        with client.pipeline(transaction=False) as pipe:
+            pipe.zrem(keyspace.HEARTBEATS, *gone).hdel(keyspace.WORKERS, *gone).execute()
 
 
-def live(client: redis.Redis, key: str = keyspace.HEARTBEATS) -> list[str]:
-    """"<hostname>:<child>" of every child that beat within the TTL."""
-    fresh = client.zrangebyscore(key, time.time() - TTL, "+inf")
-    return sorted(m.decode() if isinstance(m, bytes) else m for m in fresh)
+def stop(client: redis.Redis, member: str) -> None:
+    """A child shutting down leaves at once, without waiting out the TTL."""
+    with client.pipeline(transaction=False) as pipe:
+        pipe.zrem(keyspace.HEARTBEATS, member).hdel(keyspace.WORKERS, member).execute()
 
 
-def publish_models(client: redis.Redis, hostname: str, child: int, info: dict[str, Any]) -> None:
-    client.set(keyspace.models(hostname, child), json.dumps(info), ex=7 * 24 * 3600)
-
-
-def models(client: redis.Redis, hostnames: list[str]) -> list[dict[str, Any]]:
-    """What the children of ``hostnames`` loaded, as they published it."""
-    rows = []
-    for hostname in hostnames:
-        for key in client.scan_iter(keyspace.models(hostname, "*")):
-            raw = client.get(key)
-            if raw:
-                rows.append(json.loads(raw))
-    return sorted(rows, key=lambda r: (r["hostname"], r["child"]))
+def live(client: redis.Redis) -> dict[str, dict[str, Any]]:
+    """Member -> record of every child that beat within the TTL: one round trip."""
+    with client.pipeline(transaction=False) as pipe:
+        pipe.zrangebyscore(keyspace.HEARTBEATS, time.time() - TTL, "+inf").hgetall(keyspace.WORKERS)
+        members, records = pipe.execute()
+    records = {(k.decode() if isinstance(k, bytes) else k): v for k, v in records.items()}
+    out = {}
+    for m in members:
+        member = m.decode() if isinstance(m, bytes) else m
+        raw = records.get(member)
+        out[member] = json.loads(raw) if raw else {}
+    return dict(sorted(out.items()))

@@ -25,7 +25,7 @@ INFLIGHT = ROOT + "inflight:"    # the job computing a cache key now (coalescing
 # Service-wide.
 DEAD_LETTERS = ROOT + "dead-letters"  # job ids set aside as POISON_MESSAGE (a capped list)
 HEARTBEATS = ROOT + "heartbeats"      # sorted set: "<hostname>:<child>" -> last beat
-MODELS = ROOT + "models:"             # "<hostname>:<child>" -> what that child loaded
+WORKERS = ROOT + "workers"            # hash: "<hostname>:<child>" -> what that child loaded, consumes, seals with
 API_KEY = ROOT + "key:"               # sha256 of a token -> the key's record
 API_KEYS = ROOT + "keys"              # set of every key id
 API_KEYS_ACTIVE = ROOT + "keys:active"  # set of the ids not revoked (counted in O(1))
@@ -58,10 +58,6 @@ def cache(key: str) -> str:
 
 def inflight(key: str) -> str:
     return INFLIGHT + key
-
-
-def models(hostname: str, child: int) -> str:
-    return f"{MODELS}{hostname}:{child}"
 
 
 def api_key(key_id: str) -> str:

@@ -18,7 +18,7 @@ from .test_cache import unique_photo
 
 # Families that belong to no job (API keys, limits, workers' heartbeats and model records) and
 # Celery's own queues; anything else left in the database after a DELETE is a leak.
-SERVICE_WIDE = ("aurum:key:", "aurum:keys", "aurum:limits", "aurum:heartbeats", "aurum:models:", "aurum:deleted:")
+SERVICE_WIDE = ("aurum:key:", "aurum:keys", "aurum:limits", "aurum:heartbeats", "aurum:workers", "aurum:deleted:")
 SLOW = 4.0  # seconds a "slow" photo's job sleeps in the worker (AURUM_CHAOS)
 
 

@@ -77,3 +77,35 @@ def test_prometheus_config_scrapes_every_service() -> None:
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     worker_port = int(compose["services"]["worker"]["environment"]["AURUM_WORKER_METRICS_PORT"])
     assert {"api:8000", f"worker:{worker_port}", f"worker:{worker_port + 1}", "flower:5555"} <= targets
+
+
+def test_flower_never_serves_beyond_loopback_without_auth(redis_server) -> None:
+    """The Procfile's Flower refuses every interface without FLOWER_BASIC_AUTH (flowerconfig.py),
+    and with it answers 401 to a request without the password."""
+    env = {**os.environ, "AURUM_REDIS_URL": f"{redis_server.url}/1"}
+    env.pop("FLOWER_BASIC_AUTH", None)
+    refused = subprocess.run([sys.executable, "-m", *procfile({"FLOWER_PORT": str(free_port())})["flower"]],
+                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert refused.returncode != 0 and "FLOWER_BASIC_AUTH" in refused.stderr
+    port = free_port()
+    command = procfile({"AURUM_BIND": "127.0.0.1", "FLOWER_PORT": str(port)})["flower"]
+    proc = subprocess.Popen([sys.executable, "-m", *command], cwd=ROOT, env={**env, "FLOWER_BASIC_AUTH": "ops:s3cret"},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                anonymous = requests.get(f"http://127.0.0.1:{port}/", timeout=2)
+                break
+            except requests.ConnectionError:
+                assert time.monotonic() < deadline and proc.poll() is None, "flower did not start"
+                time.sleep(0.3)
+        assert anonymous.status_code == 401
+        assert requests.get(f"http://127.0.0.1:{port}/", auth=("ops", "s3cret"), timeout=10).status_code == 200
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -279,29 +279,45 @@ def test_gpu_pinning_wiring_falls_back_to_cpu_here(monkeypatch, caplog) -> None:
 
 
 def test_ready_reads_heartbeats_not_a_broadcast(redis_server, monkeypatch) -> None:
-    """/ready is one Redis read of the children's heartbeats: it never broadcasts to the workers,
-    it is ready while a child beats and not ready once its beats are older than the TTL."""
+    """/ready is one Redis read of the children's heartbeats: it never broadcasts to the workers.
+    It is ready while a child beats, consumes both queues and holds keys that open what this API
+    seals; not ready once the beats are older than the TTL, without an encryption key here, with
+    a queue nobody consumes, or with other keys in the workers."""
     import time
 
     import redis as redis_lib
     from celery.app.control import Control
 
     from api.health import Health
+    from aurum.sealing import new_key, parse_keys
     from service import heartbeats, keyspace
 
     monkeypatch.setattr(Control, "ping", lambda *a, **k: pytest.fail("a broadcast from /ready"))
-    key = keyspace.HEARTBEATS
     client = redis_lib.Redis.from_url(f"{redis_server.url}/0")  # this module's worker beats in /1
-    client.delete(key)
+    client.delete(keyspace.HEARTBEATS, keyspace.WORKERS)
+    ours = new_key("k1")
+    monkeypatch.setenv("AURUM_ENCRYPTION_KEYS", ours)
+    prints = list(parse_keys(ours).fingerprints)
+    record = {"hostname": "celery@host", "child": 1, "queues": ["fallback", "score"], "keys": prints, "models": []}
     health = Health(client)
     ok, body = health.readiness()
     assert not ok and body["reasons"] == ["NO_WORKER"]
-    client.zadd(key, {"celery@old:0": time.time() - heartbeats.TTL - 1})
+    client.zadd(keyspace.HEARTBEATS, {"celery@old:0": time.time() - heartbeats.TTL - 1})
     assert not health.readiness()[0]  # a stale beat is no worker
-    client.zadd(key, {"celery@host:1": time.time()})
+    heartbeats.beat(client, "celery@host:1", record)
     ok, body = health.readiness()
     assert ok and body["checks"]["workers"] == ["celery@host"] and body["checks"]["children_with_models"] == 1
-    client.delete(key)
+    heartbeats.beat(client, "celery@host:1", {**record, "queues": ["score"]})
+    assert health.readiness()[1]["reasons"] == ["QUEUE_NOT_CONSUMED"]
+    heartbeats.beat(client, "celery@host:1", {**record, "keys": list(parse_keys(new_key("k1")).fingerprints)})
+    assert health.readiness()[1]["reasons"] == ["KEY_MISMATCH"]  # same key id, other key
+    heartbeats.beat(client, "celery@host:1", record)
+    monkeypatch.setenv("AURUM_ENCRYPTION_KEYS", "")
+    assert health.readiness()[1]["reasons"] == ["NO_ENCRYPTION_KEY"]
+    monkeypatch.setenv("AURUM_ENCRYPTION_KEYS", f"{new_key('k2')},{ours}")  # rotating: k2 seals, k1 still opens
+    assert health.readiness()[1]["reasons"] == ["KEY_MISMATCH"]  # the workers cannot open k2 yet
+    heartbeats.stop(client, "celery@host:1")
+    assert health.live_children() == {}
 
 
 def test_a_loaded_child_beats(worker) -> None:
@@ -315,3 +331,5 @@ def test_a_loaded_child_beats(worker) -> None:
     client = redis_lib.Redis.from_url(Settings.from_env().redis_url)  # the database the worker uses
     fresh = heartbeats.live(client)
     assert fresh and all(m.rsplit(":", 1)[1].isdigit() for m in fresh)
+    record = next(iter(fresh.values()))
+    assert set(record["queues"]) >= {"score", "fallback"} and record["keys"] and record["models"]

@@ -6,10 +6,12 @@ import logging
 import os
 import threading
 import time
+from typing import Any
 
 import redis
 
 from aurum.config import Settings
+from aurum.sealing import sealer
 from aurum.pipeline import Pipeline
 from aurum.store import gpu_for_child
 
@@ -33,13 +35,12 @@ def ort_threads(concurrency: int | None, cores: int | None = None) -> int:
 _beating: dict[str, tuple[threading.Event, threading.Thread]] = {}
 
 
-def start_heartbeat(hostname: str, child_index: int) -> None:
+def start_heartbeat(member: str, info: dict[str, Any]) -> None:
     """Beat for this child (:mod:`service.heartbeats`) from a daemon thread: a busy child keeps
     beating, a dead one stops.
 
     The thread has its own connection, closed when it stops: a daemon thread frozen at
     interpreter exit inside a shared pool's lock would deadlock whoever closes that pool."""
-    member = f"{hostname}:{child_index}"
     stop_heartbeats()  # a process beats for one child: the one it is now
     stop = threading.Event()
     client = redis.Redis.from_url(Settings.from_env().redis_url, socket_timeout=2, socket_connect_timeout=2)
@@ -48,10 +49,14 @@ def start_heartbeat(hostname: str, child_index: int) -> None:
         try:
             while not stop.is_set():
                 try:
-                    heartbeats.beat(client, member)
+                    heartbeats.beat(client, member, info)
                 except Exception as exc:  # Redis away: beat again when it is back
                     log.debug("heartbeat not sent: %s", exc)
                 stop.wait(heartbeats.INTERVAL)
+            try:
+                heartbeats.stop(client, member)
+            except Exception:  # the TTL says it anyway
+                pass
         finally:
             client.close()
 
@@ -87,23 +92,27 @@ def load(child_index: int = 0, concurrency: int | None = None, hostname: str | N
 
     MODEL_LOAD_SECONDS.observe(time.perf_counter() - start)
     if hostname:
-        publish_models(hostname, child_index, pipeline)
-        start_heartbeat(hostname, child_index)
+        start_heartbeat(f"{hostname}:{child_index}", child_record(hostname, child_index, pipeline))
     log.info("child %d: models loaded in %.0f ms (device %s, gpu %s, %d ORT threads)",
              child_index, (time.perf_counter() - start) * 1000, settings.device,
              settings.gpus[0] if settings.device == "cuda" else "-", settings.ort_threads)
     return pipeline
 
 
-def publish_models(hostname: str, child_index: int, pipeline: Pipeline) -> None:
-    """Record what this child loaded, for the API's readiness and model-status endpoints."""
-    info = {"hostname": hostname, "child": child_index, "pid": os.getpid(), "loaded_at": time.time(),
-            "device": pipeline.settings.device,
-            "models": [m for m in pipeline.store.describe() if m["provider"] is not None]}
+def child_record(hostname: str, child_index: int, pipeline: Pipeline) -> dict[str, Any]:
+    """What this child tells the API with each beat: what it loaded (model status), the queues
+    its worker consumes and its encryption keys' fingerprints (readiness)."""
+    from service.queue import app
+
     try:
-        heartbeats.publish_models(images().redis, hostname, child_index, info)
-    except Exception as exc:  # readiness reporting must never stop a worker from serving
-        log.warning("could not publish model status: %s", exc)
+        keys = list(sealer().fingerprints) if sealer().enabled else ["off"]
+    except Exception:  # no keys configured: the API's readiness says so
+        keys = []
+    return {"hostname": hostname, "child": child_index, "pid": os.getpid(), "loaded_at": time.time(),
+            "device": pipeline.settings.device,
+            "models": [m for m in pipeline.store.describe() if m["provider"] is not None],
+            "queues": sorted(app.amqp.queues.consume_from or app.amqp.queues),
+            "keys": keys}
 
 
 def pipeline() -> Pipeline:

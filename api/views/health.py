@@ -13,10 +13,13 @@ class HealthSchema(Schema):
 
 class ReadySchema(Schema):
     status = fields.String(required=True, metadata={"description": "ready | not ready"})
-    checks = fields.Dict(required=True, metadata={"description": "redis, workers, children_with_models"})
-    reasons = fields.List(fields.String(), required=True,
-                          metadata={"description": "REDIS_UNREACHABLE, or NO_WORKER: no pool child with its "
-                                                   "models loaded has sent a heartbeat within 15 s"})
+    checks = fields.Dict(required=True, metadata={
+        "description": "redis, encryption, workers, children_with_models, queues (consumed or not), key_mismatch"})
+    reasons = fields.List(fields.String(), required=True, metadata={"description": (
+        "REDIS_UNREACHABLE; NO_ENCRYPTION_KEY (this API cannot seal an upload); NO_WORKER (no pool "
+        "child with its models loaded beat within 15 s); QUEUE_NOT_CONSUMED (score or fallback has "
+        "no live consumer); KEY_MISMATCH (a child's encryption keys cannot open what this API seals, "
+        "or the reverse)")})
 
 
 @blp.route("/health", methods=["GET"])
@@ -30,8 +33,8 @@ def health():
 @blp.alt_response(200, schema=ReadySchema, description="Ready to score")
 @blp.alt_response(503, schema=ReadySchema, description="Not ready, with reasons")
 def ready():
-    """Readiness: Redis reachable and a worker child with its models loaded beat within 15 s
-    (one Redis read; no broadcast to the workers)."""
+    """Readiness: Redis reachable, this API able to seal, a worker child with its models loaded
+    beat within 15 s, both queues consumed, keys matching (one Redis read; no broadcast)."""
     ok, body = current_app.extensions["aurum.health"].readiness()
     body["status"] = "ready" if ok else "not ready"
     return jsonify(body), 200 if ok else 503
