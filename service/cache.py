@@ -65,7 +65,7 @@ class ResultCache:
         self.redis = client
         self.ttl = ttl
         self._l1: TTLCache = TTLCache(maxsize=l1_size, ttl=max(1, min(ttl, l1_ttl)))
-        self._lock = threading.Lock()  # cachetools caches are not thread-safe (gthread web workers)
+        self._lock = threading.Lock()  # cachetools caches are not thread-safe (a worker's threads, the API's greenlets)
 
     def get(self, key: str) -> dict[str, Any] | None:
         with self._lock:
