@@ -131,9 +131,11 @@ class Jobs:
     def _promote(self, job_id: str, record: dict[str, Any]) -> None:
         """A follower whose leader will give it nothing (deleted, cancelled, or never published
         because its submission failed) runs as a job of its own, on its own copy of the image."""
-        del record["follows"]
+        leader = record.pop("follows")
         if not self.redis.set(keyspace.requeue(job_id), 1, nx=True, ex=max(1, self.settings.requeue_after)):
             return  # another API process is doing it
+        if self.cache is not None:
+            self.cache.take_over(record.get("cache_keys", []), leader, job_id, self.settings.task_time_limit * 2)
         record["queued_at"] = time.time()
         self._save(job_id, record, keep_ttl=True)
         self._publish(job_id, record)

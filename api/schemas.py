@@ -51,6 +51,7 @@ class WorkerModelsSchema(Schema):
     device = fields.String()
     loaded_at = fields.Float()
     models = fields.List(fields.Nested(ModelInfoSchema))
+    queues = fields.List(fields.String(), metadata={"description": "the queues this child's worker consumes"})
 
 
 __all__ = ["JobAcceptedSchema", "JobStatusSchema", "BatchResultSchema", "WorkerModelsSchema",

@@ -125,6 +125,19 @@ class ResultCache:
                                                  client=pipe or self.redis)
 
 
+    def take_over(self, keys: list[str], old: str, new: str, ttl: int) -> None:
+        """Move the claims ``old`` holds on ``keys`` to ``new`` (a follower promoted in place of
+        a deleted or cancelled leader), so that later identical uploads follow ``new``."""
+        if keys:
+            self.redis.register_script(_TAKE_OVER)(keys=[keyspace.inflight(k) for k in keys], args=[old, new, ttl])
+
+
+_TAKE_OVER = """
+for _, key in ipairs(KEYS) do
+  if redis.call('GET', key) == ARGV[1] then redis.call('SET', key, ARGV[2], 'EX', ARGV[3]) end
+end
+return 0
+"""
 # Compare-and-delete: the claim may have expired and been taken by a newer job meanwhile.
 _RELEASE = """
 for _, key in ipairs(KEYS) do

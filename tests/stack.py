@@ -32,6 +32,9 @@ class Stack:
         self.env = {**os.environ, "AURUM_REDIS_URL": f"{self.redis.url}/0", "AURUM_RESULT_TTL": str(result_ttl),
                     "AURUM_WORKER_METRICS_PORT": str(metrics_port), "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}"}
         self.env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        # One budget per key covers status polls too; the harness's key polls fast. Tests that
+        # are about limits make keys with their own --rate, or an app with its own settings.
+        self.env["AURUM_RATE_LIMIT"] = "100000/minute;10000/second"
         self.env.update(extra_env or {})
         self.workdir = workdir
         created = subprocess.run([sys.executable, "-m", "aurum", "keys", "create", "--name", "e2e"], env=self.env,
