@@ -48,7 +48,8 @@ class Jobs:
         self.backend = queue.app.backend
 
     # --- submit -------------------------------------------------------------------------------
-    def submit(self, images: list[bytes], options: ScoreOptions, batch: bool, owner: str
+    def submit(self, images: list[bytes], options: ScoreOptions, batch: bool, owner: str,
+               rejected: dict[int, dict] | None = None, names: list[str | None] | None = None
                ) -> tuple[str, dict[str, Any]]:
         """Accept a job: from cache, attached to an identical job in flight, or enqueued. Only
         then does the caller get its job id (and the job's record, to wait without reading it
@@ -56,6 +57,10 @@ class Jobs:
         job_id = secrets.token_hex(16)  # 128 random bits: not guessable
         record: dict[str, Any] = {"kind": "batch" if batch else "single", "total": len(images),
                                   "created_at": time.time(), "owner": owner, "images": []}
+        if batch:  # items refused by the API's checks keep their place (and every item its filename)
+            record["rejected"] = {str(i): doc for i, doc in (rejected or {}).items()}
+            record["names"] = names or [None] * len(images)
+            images = [data for i, data in enumerate(images) if i not in (rejected or {})]
         plain = {k: v for k, v in vars(options).items() if v is not None}
         record["options"] = plain  # to publish the job again if its message is lost
         if self.cache is not None:  # a DELETE evicts every entry the job makes
@@ -194,12 +199,15 @@ class Jobs:
         self._maybe_requeue(effective, state)
         doc["status"] = STATUS.get(state, "queued")
         if record["kind"] == "batch":
-            done = record["total"] if state == states.SUCCESS else 0
+            done = record["total"] if state == states.SUCCESS else len(record.get("rejected", {}))
             if state == "PROGRESS" and isinstance(meta.get("result"), dict):
-                done = meta["result"].get("done", 0)
+                done += meta["result"].get("done", 0)
             doc["progress"] = {"done": done, "total": record["total"]}
         if state == states.SUCCESS:
-            doc.update(_outcome(meta["result"], cached=effective != job_id))
+            result = meta["result"]
+            if record["kind"] == "batch" and isinstance(result, dict) and "items" in result:
+                result = _merged(record, result)
+            doc.update(_outcome(result, cached=effective != job_id))
         elif state in (states.FAILURE, states.REVOKED):
             doc["error"] = failure(meta.get("result"))["error"]
         return doc
@@ -244,6 +252,21 @@ class Jobs:
             self.redis.ping()
         except redis.RedisError as exc:
             raise ServiceUnavailable(f"Redis is unreachable: {type(exc).__name__}.") from exc
+
+
+def _merged(record: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
+    """A batch's items in the order they were sent: the API's rejections in their places, the
+    worker's results in the others, each with its filename."""
+    rejected = record.get("rejected", {})
+    scored = iter(result["items"])
+    names = record.get("names") or [None] * record["total"]
+    items = []
+    for i in range(record["total"]):
+        item = dict(rejected[str(i)]) if str(i) in rejected else dict(next(scored))
+        if names[i]:
+            item["filename"] = names[i]
+        items.append(item)
+    return {**result, "total": record["total"], "done": record["total"], "items": items}
 
 
 def _outcome(doc: Any, cached: bool) -> dict[str, Any]:

@@ -93,20 +93,21 @@ def read_single(request: Request) -> tuple[bytes, dict[str, Any]]:
     raise UnsupportedMediaType()
 
 
-def read_batch(request: Request, limit: int) -> tuple[list[bytes], dict[str, Any]]:
+def read_batch(request: Request, limit: int) -> tuple[list[bytes], list[str | None], dict[str, Any]]:
+    """The images of a batch request, their filenames (multipart; None for JSON) and options."""
     if request.is_json:
         body = json_body(request)
         images = body.get("images")
         if not isinstance(images, list) or not images:
             raise MissingImage("Send the photos as 'images': a list of base64 strings.")
         _check_count(len(images), limit)
-        return [decode_base64(v, f"images[{i}]") for i, v in enumerate(images)], _options(body)
+        return [decode_base64(v, f"images[{i}]") for i, v in enumerate(images)], [None] * len(images), _options(body)
     if request.mimetype == "multipart/form-data":
         files = request.files.getlist("images")
         if not files:
             raise MissingImage("Send the photos as repeated multipart file fields 'images'.")
         _check_count(len(files), limit)
-        return [f.read() for f in files], _options(request.form)
+        return [f.read() for f in files], [f.filename or None for f in files], _options(request.form)
     raise UnsupportedMediaType()
 
 

@@ -218,7 +218,8 @@ class AurumClient:
                 last = done
             if doc["status"] == "succeeded":
                 return [ScoreResult(item, job_id) if "faces" in item else
-                        ServiceError(item["error"]["code"], item["error"]["message"]) for item in doc["result"]["items"]]
+                        ServiceError(item["error"]["code"], item["error"]["message"],
+                                     details=item["error"].get("details")) for item in doc["result"]["items"]]
             if doc["status"] == "failed":
                 raise ServiceError(doc["error"]["code"], doc["error"]["message"])
             if time.monotonic() >= deadline:

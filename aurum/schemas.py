@@ -140,6 +140,7 @@ class ResultSchema(Schema):
     degraded = fields.Boolean(required=True)
     degraded_reason = fields.String(allow_none=True)
     cached = fields.Boolean(metadata={"description": "true: answered from the result cache, no model ran"})
+    filename = fields.String(metadata={"description": "a batch item's uploaded file name, when it had one"})
 
 
 class ErrorBodySchema(Schema):

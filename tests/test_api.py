@@ -184,10 +184,25 @@ def test_batch_limits(client) -> None:
     files = [(io.BytesIO(photo_bytes("rocket.jpg")), f"{i}.jpg") for i in range(9)]
     response = client.post("/api/ml/score/batch", data={"images": files}, content_type="multipart/form-data")
     assert response.status_code == 400 and response.get_json()["error"]["code"] == "TOO_MANY_IMAGES"
-    bad = [(io.BytesIO(photo_bytes("astronaut.png")), "a.png"), (io.BytesIO(b"text"), "b.txt")]
-    response = client.post("/api/ml/score/batch", data={"images": bad}, content_type="multipart/form-data")
-    assert response.status_code == 415
-    assert response.get_json()["error"]["details"]["index"] == 1
+    only_bad = [(io.BytesIO(b"text"), "b.txt"), (io.BytesIO(b""), "c.jpg")]
+    response = client.post("/api/ml/score/batch", data={"images": only_bad}, content_type="multipart/form-data")
+    assert response.status_code == 415  # nothing to score: the first image's error
+    assert response.get_json()["error"]["details"]["index"] == 0
+
+
+def test_one_bad_file_in_a_batch_fails_alone(client) -> None:
+    """Each bad item gets its own error in its place; the others are scored; every item keeps its
+    filename."""
+    files = [(io.BytesIO(photo_bytes("astronaut.png")), "me.png"), (io.BytesIO(b"text"), "notes.txt"),
+             (io.BytesIO(photo_bytes("camera.png")), "camera.png")]
+    doc = client.post("/api/ml/score/batch?wait=30", data={"images": files}, content_type="multipart/form-data")
+    assert doc.status_code == 200, doc.get_json()
+    result = doc.get_json()["result"]
+    assert result["total"] == 3 and [item["filename"] for item in result["items"]] == ["me.png", "notes.txt", "camera.png"]
+    first, bad, third = result["items"]
+    assert len(first["faces"]) == 1 and len(third["faces"]) == 1
+    assert bad["error"]["code"] == "UNSUPPORTED_FORMAT" and bad["error"]["details"]["index"] == 1
+    assert doc.get_json()["progress"] == {"done": 3, "total": 3}
 
 
 def test_health_ready_and_models(client) -> None:

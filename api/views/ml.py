@@ -107,17 +107,21 @@ def score():
 @limiter.limit(batch_image_rate, cost=batch_image_count, scope="batch-images")
 def score_batch():
     """Score up to AURUM_MAX_BATCH photos with batched inference."""
-    images, raw_options = uploads.read_batch(request, _settings().max_batch)
+    images, names, raw_options = uploads.read_batch(request, _settings().max_batch)
     wait = _wait_seconds(raw_options)
     options = load_options(raw_options)
+    rejected: dict[int, errors.AurumError] = {}  # each bad image gets its own error; the others are scored
     for i, data in enumerate(images):
         try:
             probe(data, _settings())
         except errors.AurumError as exc:
             exc.details = {**exc.details, "index": i}
-            exc.message = f"Image {i}: {exc.message}"
-            raise
-    job_id, record = _jobs().submit(images, options, batch=True, owner=client_id())
+            rejected[i] = exc
+    if len(rejected) == len(images):  # nothing to score: the request fails, with the first image's error
+        rejected[0].message = f"Image 0: {rejected[0].message}"
+        raise rejected[0]
+    job_id, record = _jobs().submit(images, options, batch=True, owner=client_id(),
+                                    rejected={i: exc.to_dict() for i, exc in rejected.items()}, names=names)
     return _accepted(job_id, record, wait)
 
 
