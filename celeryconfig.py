@@ -61,4 +61,4 @@ task_track_started = True
 worker_send_task_events = _s.task_events
 task_send_sent_event = _s.task_events
 # Loading the ONNX sessions and one warm-up inference per model takes ~1 s; give it room.
-worker_proc_alive_timeout = float(os.environ.get("AURUM_WORKER_INIT_TIMEOUT", "30"))
+worker_proc_alive_timeout = _s.worker_init_timeout

@@ -131,6 +131,13 @@ class Settings:
     task_events: bool = setting("AURUM_TASK_EVENTS", False,
                                 "Celery task events from the start (Flower turns them on itself while it runs; "
                                 "they cost ~40 % of a worker's main-process CPU).")
+    log_level: str = setting("AURUM_LOG_LEVEL", "INFO", "Log level of the API and the workers (JSON lines).")
+    worker_metrics_port: int = setting("AURUM_WORKER_METRICS_PORT", 0,
+                                       "First port of the workers' Prometheus exporters (child i serves port + i; "
+                                       "0: none). The Procfile sets 9808.")
+    metrics_bind: str = setting("AURUM_METRICS_BIND", "127.0.0.1", "Address the workers' exporters listen on.")
+    worker_init_timeout: float = setting("AURUM_WORKER_INIT_TIMEOUT", 30.0,
+                                         "Seconds a pool child may take to load and warm its models.")
 
     def __post_init__(self) -> None:
         for name, allowed in CHOICES.items():

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextvars
 import logging
-import os
 import sys
 
 from pythonjsonlogger.json import JsonFormatter
@@ -39,4 +38,13 @@ def configure(level: str | None = None, stream=None) -> None:
         rename_fields={"asctime": "time", "levelname": "level", "name": "logger"}))
     handler.addFilter(ContextFilter())
     root.addHandler(handler)
-    root.setLevel(level or os.environ.get("AURUM_LOG_LEVEL", "INFO"))
+    root.setLevel(level or _configured_level())
+
+
+def _configured_level() -> str:
+    from .config import Settings
+
+    try:
+        return Settings.from_env().log_level
+    except ValueError:  # a bad setting is reported where the settings are built
+        return "INFO"

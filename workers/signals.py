@@ -4,7 +4,6 @@ every pool child after the fork, request and job ids around each task."""
 from __future__ import annotations
 
 import logging
-import os
 
 from billiard.process import current_process
 from celery.signals import (celeryd_init, setup_logging, task_postrun, task_prerun, worker_init,
@@ -93,12 +92,15 @@ def start_metrics_exporter(child_index: int) -> None:
     AURUM_METRICS_BIND (default 127.0.0.1). A replacement child takes over its predecessor's
     index, hence its port. (Multiprocess mode is not an option here: the celery command imports
     prometheus_client before any of our code could point it at a shared directory.)"""
-    base = os.environ.get("AURUM_WORKER_METRICS_PORT")
-    if not base:
+    from aurum.config import Settings
+
+    settings = Settings.from_env()
+    if not settings.worker_metrics_port:
         return
     from prometheus_client import start_http_server
 
+    port = settings.worker_metrics_port + child_index
     try:
-        start_http_server(int(base) + child_index, addr=os.environ.get("AURUM_METRICS_BIND", "127.0.0.1"))
+        start_http_server(port, addr=settings.metrics_bind)
     except OSError as exc:  # metrics must never keep a worker from serving
-        logging.getLogger(__name__).warning("metrics port %s unavailable: %s", int(base) + child_index, exc)
+        logging.getLogger(__name__).warning("metrics port %s unavailable: %s", port, exc)
