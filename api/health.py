@@ -25,9 +25,6 @@ class Health:
         """"<hostname>:<child>" -> record of every pool child that beat within the TTL."""
         return heartbeats.live(self.redis)
 
-    def live_workers(self) -> list[str]:
-        return sorted({child.rsplit(":", 1)[0] for child in self.live_children()})
-
     def worker_models(self) -> list[dict[str, Any]]:
         rows = [{k: v for k, v in info.items() if k not in ("keys", "beat_at")}
                 for info in self.live_children().values() if info]
@@ -46,14 +43,14 @@ class Health:
             checks["redis"] = f"unreachable ({type(exc).__name__})"
             return False, {"checks": checks, "reasons": ["REDIS_UNREACHABLE"]}
         try:
-            mine = list(sealer().fingerprints) if sealer().enabled else ["off"]
+            mine = sealer().identity
             checks["encryption"] = "off" if mine == ["off"] else "ok"
         except (errors.AurumError, ValueError) as exc:
             mine = []
             checks["encryption"] = f"not configured ({exc})"
             reasons.append("NO_ENCRYPTION_KEY")
         # a child beats only once its models are loaded: a live child is a ready one
-        checks["workers"] = sorted({child.rsplit(":", 1)[0] for child in children})
+        checks["workers"] = _hosts(children)
         checks["children_with_models"] = len(children)
         if not children:
             reasons.append("NO_WORKER")
@@ -66,6 +63,11 @@ class Health:
             checks["key_mismatch"] = mismatched
             reasons.append("KEY_MISMATCH")
         return not reasons, {"checks": checks, "reasons": reasons}
+
+
+def _hosts(children: dict[str, Any]) -> list[str]:
+    """The worker node names of "<hostname>:<child>" members."""
+    return sorted({child.rsplit(":", 1)[0] for child in children})
 
 
 def _keys_agree(mine: list[str], theirs: list[str] | None) -> bool:

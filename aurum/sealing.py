@@ -55,6 +55,12 @@ class Sealer:
     def enabled(self) -> bool:
         return bool(self.keys)
 
+    @property
+    def identity(self) -> list[str]:
+        """What two processes compare to know each opens what the other seals: the keys'
+        fingerprints (sealing key first), or ["off"]."""
+        return list(self.fingerprints) if self.keys else ["off"]
+
     def seal(self, data: bytes, context: bytes = b"") -> bytes:
         """``context`` (e.g. the Redis key) is authenticated: a blob moved elsewhere won't open."""
         if not self.keys:

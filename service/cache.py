@@ -66,6 +66,8 @@ class ResultCache:
         self.ttl = ttl
         self._l1: TTLCache = TTLCache(maxsize=l1_size, ttl=max(1, min(ttl, l1_ttl)))
         self._lock = threading.Lock()  # cachetools caches are not thread-safe (a worker's threads, the API's greenlets)
+        self._release = client.register_script(_RELEASE)  # made once: a script's sha is computed here
+        self._take_over = client.register_script(_TAKE_OVER)
 
     def get(self, key: str) -> dict[str, Any] | None:
         with self._lock:
@@ -121,15 +123,14 @@ class ResultCache:
         """Drop the claims on ``keys`` that ``job_id`` holds (never another job's); on ``pipe``
         when given (the caller executes it)."""
         if keys:
-            self.redis.register_script(_RELEASE)(keys=[keyspace.inflight(k) for k in keys], args=[job_id],
-                                                 client=pipe or self.redis)
+            self._release(keys=[keyspace.inflight(k) for k in keys], args=[job_id], client=pipe or self.redis)
 
 
     def take_over(self, keys: list[str], old: str, new: str, ttl: int) -> None:
         """Move the claims ``old`` holds on ``keys`` to ``new`` (a follower promoted in place of
         a deleted or cancelled leader), so that later identical uploads follow ``new``."""
         if keys:
-            self.redis.register_script(_TAKE_OVER)(keys=[keyspace.inflight(k) for k in keys], args=[old, new, ttl])
+            self._take_over(keys=[keyspace.inflight(k) for k in keys], args=[old, new, ttl])
 
 
 _TAKE_OVER = """

@@ -10,6 +10,8 @@ reads the status, finds the job still queued and waits for the next entry.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import redis
 
 from . import keyspace
@@ -29,7 +31,13 @@ return 1
 
 def announce(client: redis.Redis, job_id: str) -> None:
     """Announce that a run of the job ended (its outcome is stored)."""
-    client.register_script(_ANNOUNCE)(keys=[keyspace.done(job_id), keyspace.deleted(job_id)], args=[TTL])
+    _announce(client)(keys=[keyspace.done(job_id), keyspace.deleted(job_id)], args=[TTL])
+
+
+@lru_cache(maxsize=8)
+def _announce(client: redis.Redis):
+    """The script, registered once per client (every job's end runs it)."""
+    return client.register_script(_ANNOUNCE)
 
 
 def wait(client: redis.Redis, job_id: str, after: str, timeout: float) -> str:

@@ -239,24 +239,32 @@ def test_redis_down_answers_503_within_a_second(worker) -> None:
     assert ready.status_code == 503 and "REDIS_UNREACHABLE" in ready.get_json()["reasons"]
 
 
+def lose_first_publish(monkeypatch, jobs, instead=lambda job_id: None) -> list[str]:
+    """Fault injection: the first publish does ``instead`` (by default nothing: a lost message);
+    later ones publish. Returns the ids published, in order."""
+    real_publish, published = jobs._publish, []
+
+    def publish(job_id, record):
+        published.append(job_id)
+        if len(published) == 1:
+            instead(job_id)
+        else:
+            real_publish(job_id, record)
+
+    monkeypatch.setattr(jobs, "_publish", publish)
+    return published
+
+
 def test_a_lost_message_is_published_again(worker, monkeypatch) -> None:
     """Fault injection: the first publish of a job is lost (as when Redis dies between BRPOP and
     the unacked record); reading the job's status past AURUM_REQUEUE_AFTER publishes it again."""
     from api import create_app
 
+    from .test_cache import unique_photo
+
     app = create_app(Settings.from_env(requeue_after=1))
     c = keyed_client(app, "requeue")
-    jobs = app.extensions["aurum.jobs"]
-    real_publish = jobs._publish
-    published = []
-
-    def lossy_publish(job_id, record):
-        published.append(job_id)
-        if len(published) > 1:
-            real_publish(job_id, record)
-
-    monkeypatch.setattr(jobs, "_publish", lossy_publish)
-    from .test_cache import unique_photo
+    published = lose_first_publish(monkeypatch, app.extensions["aurum.jobs"])
 
     job = upload(c, unique_photo(77)).get_json()["job_id"]
     assert c.get(f"/api/ml/jobs/{job}").get_json()["status"] == "queued"
@@ -276,17 +284,8 @@ def test_a_job_left_running_by_a_lost_outcome_is_published_again(worker, monkeyp
     app = create_app(Settings.from_env(requeue_after=1, task_time_limit=1, task_soft_time_limit=1))
     c = keyed_client(app, "requeue-started")
     jobs = app.extensions["aurum.jobs"]
-    real_publish = jobs._publish
-    published = []
-
-    def first_run_lost(job_id, record):
-        published.append(job_id)
-        if len(published) == 1:
-            jobs.backend.store_result(job_id, {"pid": 1, "hostname": "lost"}, "STARTED")
-        else:
-            real_publish(job_id, record)
-
-    monkeypatch.setattr(jobs, "_publish", first_run_lost)
+    published = lose_first_publish(monkeypatch, jobs, instead=lambda job_id: jobs.backend.store_result(
+        job_id, {"pid": 1, "hostname": "lost"}, "STARTED"))
     job = upload(c, unique_photo(78)).get_json()["job_id"]
     assert c.get(f"/api/ml/jobs/{job}").get_json()["status"] == "running"
     time.sleep(2.2)

@@ -40,6 +40,15 @@ def our_metric_names(celery_app) -> set[str]:
     return {base_name(line.split()[2]) for line in text.splitlines() if line.startswith("# TYPE ")}
 
 
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def flower_metric_names(redis_url: str) -> set[str]:
     port = free_port()
     command = procfile({"AURUM_BIND": "127.0.0.1", "FLOWER_PORT": str(port)})["flower"]
@@ -55,12 +64,7 @@ def flower_metric_names(redis_url: str) -> set[str]:
                 time.sleep(0.3)
         text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
     return {base_name(line.split()[2]) for line in text.splitlines() if line.startswith("# TYPE ")}
 
 
@@ -103,9 +107,4 @@ def test_flower_never_serves_beyond_loopback_without_auth(redis_server) -> None:
         assert anonymous.status_code == 401
         assert requests.get(f"http://127.0.0.1:{port}/", auth=("ops", "s3cret"), timeout=10).status_code == 200
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)

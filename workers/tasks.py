@@ -197,14 +197,14 @@ def _release(job_id: str, keys: tuple[str, ...], claims: tuple[str, ...]) -> boo
 
 
 def _forget(task: Task, job_id: str, cached: tuple[str, ...]) -> None:
-    """Remove what a job deleted while it ran stored after the DELETE: its result, cache entries
-    and counters (the job-ended announcement is skipped, see workers/signals.py)."""
+    """Remove what a job deleted while it ran stored after the DELETE: its result, cache entries,
+    counters and stream (the job-ended announcement is skipped too, see workers/signals.py)."""
     try:
         task.backend.forget(job_id)
         cache = runtime.cache()
         if cache is not None and cached:
             cache.evict(*cached)
-        runtime.images().redis.delete(*(keyspace.deliveries(name, job_id) for name in keyspace.TASKS))
+        runtime.images().redis.delete(*keyspace.of_job(job_id))
     except redis.RedisError:  # everything here expires with its TTL
         log.warning("could not remove a deleted job's result")
 
