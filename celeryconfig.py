@@ -1,14 +1,14 @@
-"""Celery configuration. Values come from :class:`aurum.config.Settings` (environment variables
-with documented defaults); ``CELERY_BROKER_URL`` / ``CELERY_RESULT_BACKEND`` override
+"""Celery configuration. Values come from this process's settings (:func:`service.config.current`:
+environment variables with documented defaults); ``CELERY_BROKER_URL`` / ``CELERY_RESULT_BACKEND`` override
 ``AURUM_REDIS_URL`` for the broker and the result backend."""
 
 import os
 
-from aurum.config import Settings
+from service.config import current
 from service.backend import SEALED, backend_url  # noqa: F401 - registers the sealed serializer
 
 try:
-    _s = Settings.from_env()
+    _s = current()  # this process's settings, shared with the rest of the worker (or the API)
 except ValueError as exc:  # one clear line at start, not a traceback
     raise SystemExit(f"aurum: invalid setting: {exc}") from None
 

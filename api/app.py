@@ -10,11 +10,12 @@ from flask import Flask, send_from_directory
 from flask_smorest import Api
 
 from aurum import __version__, logs
-from aurum.config import Settings
 from aurum.schemas import ErrorSchema
 
+from service import config
+from service.config import ServiceSettings
 from service.keys import KeyStore, check_rate
-from aurum.privacy import init_sentry
+from service.privacy import init_sentry
 
 from . import errors, observability, security, uploads
 from .auth import authenticate
@@ -29,19 +30,22 @@ class AurumApi(Api):
     ERROR_SCHEMA = ErrorSchema  # document default error responses in our one error shape
 
 
-def create_app(settings: Settings | None = None) -> Flask:
+def create_app(settings: ServiceSettings | None = None) -> Flask:
+    """The API over ``settings`` (default: this process's, :func:`service.config.current`),
+    handed to every part of it; nothing in the API reads the environment itself."""
     try:
-        settings = settings or Settings.from_env()
+        settings = settings or config.current()
         for name, value in (("AURUM_RATE_LIMIT", settings.rate_limit),
                             ("AURUM_BATCH_IMAGE_LIMIT", settings.batch_image_limit)):
             try:
                 check_rate(value)
             except ValueError as exc:
                 raise ValueError(f"{name}: {exc}") from None
+        settings.sealer  # malformed keys fail here (no keys at all: /ready says NO_ENCRYPTION_KEY)
     except ValueError as exc:  # one clear line at start, not a traceback
         print(f"aurum: invalid setting: {exc}", file=sys.stderr)
         raise SystemExit(3) from None  # gunicorn's "worker failed to boot": stop, do not respawn
-    logs.configure()
+    logs.configure(settings.log_level)
     if settings.sentry_dsn:
         from sentry_sdk.integrations.flask import FlaskIntegration
 
@@ -58,8 +62,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     )
     client = redis.Redis.from_url(settings.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
     app.extensions["aurum.settings"] = settings
-    app.extensions["aurum.jobs"] = Jobs(client, settings, _model_versions(settings))
-    app.extensions["aurum.health"] = Health(client)
+    app.extensions["aurum.jobs"] = Jobs(client, settings)
+    app.extensions["aurum.health"] = Health(client, settings)
     app.extensions["aurum.keys"] = KeyStore(client)
 
     observability.register(app, client)  # first: the request id is set before anything logs
@@ -82,19 +86,6 @@ def create_app(settings: Settings | None = None) -> Flask:
         return app.send_static_file("index.html")
 
     return app
-
-
-def _model_versions(settings: Settings) -> dict[str, str] | None:
-    """Model versions for cache keys, from the manifest (no session is created). Without them
-    the API does not answer from cache; the workers still do."""
-    if settings.cache_ttl <= 0:
-        return None
-    from aurum.pipeline import Pipeline
-
-    try:
-        return Pipeline(settings).versions()
-    except Exception:  # no models folder next to the API: serve without the cache
-        return None
 
 
 def _serve_swagger_assets(app: Flask) -> None:

@@ -7,8 +7,8 @@ from typing import Any
 import redis
 
 from aurum import errors
-from aurum.sealing import sealer
 from service import heartbeats
+from service.config import ServiceSettings
 
 QUEUES = ("score", "fallback")  # celeryconfig.task_routes: each must have a live consumer
 
@@ -18,15 +18,16 @@ class Health:
     round trip, no Celery broadcast (a ping broadcast took 0.5-1 s per call and, with clients
     looping on /ready, slowed every other request)."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, settings: ServiceSettings) -> None:
         self.redis = client
+        self.settings = settings
 
     def live_children(self) -> dict[str, dict[str, Any]]:
         """"<hostname>:<child>" -> record of every pool child that beat within the TTL."""
         return heartbeats.live(self.redis)
 
     def worker_models(self) -> list[dict[str, Any]]:
-        rows = [{k: v for k, v in info.items() if k not in ("keys", "beat_at")}
+        rows = [{k: v for k, v in info.items() if k not in ("keys", "beat_at", "result")}
                 for info in self.live_children().values() if info]
         return sorted(rows, key=lambda r: (r["hostname"], r["child"]))
 
@@ -43,7 +44,7 @@ class Health:
             checks["redis"] = f"unreachable ({type(exc).__name__})"
             return False, {"checks": checks, "reasons": ["REDIS_UNREACHABLE"]}
         try:
-            mine = sealer().identity
+            mine = self.settings.sealer.identity
             checks["encryption"] = "off" if mine == ["off"] else "ok"
         except (errors.AurumError, ValueError) as exc:
             mine = []

@@ -19,12 +19,11 @@ from typing import Any
 import redis
 from celery import states
 
-from aurum.config import Settings
 from aurum.schemas import ScoreOptions
-from aurum.sealing import sealer
 from aurum import logs
-from service import done, keyspace, queue
-from service.cache import ResultCache, cache_key
+from service import done, heartbeats, keyspace, queue
+from service.cache import ResultCache, cache_key, identity_digest
+from service.config import ServiceSettings
 from service.contract import SCORE_BATCH, SCORE_IMAGE, failure
 from service.images import ImageStore
 
@@ -38,14 +37,31 @@ STATUS = {states.PENDING: "queued", states.RECEIVED: "queued", states.RETRY: "qu
 
 
 class Jobs:
-    def __init__(self, client: redis.Redis, settings: Settings, versions: dict[str, str] | None) -> None:
+    def __init__(self, client: redis.Redis, settings: ServiceSettings) -> None:
         self.redis = client
         self.settings = settings
-        self.images = ImageStore(client, ttl=settings.image_ttl)
-        self.cache = (ResultCache(client, settings.cache_ttl, settings.cache_l1_size, settings.cache_l1_ttl)
-                      if versions else None)
-        self.versions = versions
+        self.images = ImageStore(client, settings.sealer, ttl=settings.image_ttl)
+        self.cache = (ResultCache(client, settings.sealer, settings.cache_ttl, settings.cache_l1_size, settings.cache_l1_ttl)
+                      if settings.cache_ttl > 0 else None)
         self.backend = queue.app.backend
+        self._identity: tuple[float, dict[str, Any] | None] = (-heartbeats.INTERVAL, None)
+
+    def identity(self) -> dict[str, Any] | None:
+        """The result identity the live worker children share (models, settings that change a
+        result: service/cache.py), from their heartbeats, read again every heartbeat interval.
+        None while no child is live or while they differ (a rolling upgrade): the API then makes
+        no cache keys, and those jobs are neither answered from the cache nor cached. The API
+        needs no models of its own."""
+        read_at, identity = self._identity
+        if time.monotonic() - read_at >= heartbeats.INTERVAL:
+            try:
+                found = {identity_digest(r["result"]): r["result"]
+                         for r in heartbeats.live(self.redis).values() if r.get("result")}
+            except redis.RedisError:
+                found = {}
+            identity = next(iter(found.values())) if len(found) == 1 else None
+            self._identity = (time.monotonic(), identity)
+        return identity
 
     # --- submit -------------------------------------------------------------------------------
     def submit(self, images: list[bytes], options: ScoreOptions, batch: bool, owner: str,
@@ -55,18 +71,20 @@ class Jobs:
         then does the caller get its job id (and the job's record, to wait without reading it
         back). Cache entries and claims are scoped to the owner (see service/cache.py)."""
         job_id = secrets.token_hex(16)  # 128 random bits: not guessable
+        options = options.resolve(self.settings)  # once: the workers and the cache key read these values
         record: dict[str, Any] = {"kind": "batch" if batch else "single", "total": len(images),
                                   "created_at": time.time(), "owner": owner, "images": []}
         if batch:  # items refused by the API's checks keep their place (and every item its filename)
             record["rejected"] = {str(i): doc for i, doc in (rejected or {}).items()}
             record["names"] = names or [None] * len(images)
             images = [data for i, data in enumerate(images) if i not in (rejected or {})]
-        plain = {k: v for k, v in vars(options).items() if v is not None}
-        record["options"] = plain  # to publish the job again if its message is lost
-        if self.cache is not None:  # a DELETE evicts every entry the job makes
-            record["cache_keys"] = [cache_key(hashlib.sha256(data).hexdigest(), self.versions, options,
-                                              self.settings, scope=owner) for data in images]
-        if not batch and self.cache is not None:
+        record["options"] = vars(options)  # to publish the job again if its message is lost
+        identity = self.identity() if self.cache is not None else None
+        if identity is not None:  # a DELETE evicts every entry the job makes
+            record["identity"] = identity_digest(identity)
+            record["cache_keys"] = [cache_key(hashlib.sha256(data).hexdigest(), identity, options, scope=owner)
+                                    for data in images]
+        if not batch and "cache_keys" in record:
             key = record["cache_keys"][0]
             hit = self.cache.get(key)
             API_CACHE.labels("miss" if hit is None else "hit").inc()
@@ -95,9 +113,11 @@ class Jobs:
         return job_id, record
 
     def _publish(self, job_id: str, record: dict[str, Any]) -> None:
-        headers = {"aurum_submitted_at": time.time(), "aurum_request_id": logs.request_id.get()}
-        # The cache keys this API made (scoped to the owner); none ("" / []) when it has no cache
-        # (no model manifest here): the worker then caches nothing, rather than unscoped.
+        headers = {"aurum_submitted_at": time.time(), "aurum_request_id": logs.request_id.get(),
+                   "aurum_identity": record.get("identity")}
+        # The cache keys this API made (scoped to the owner); none ("" / []) when it made none
+        # (cache off, or no identity shared by live workers): the worker then caches nothing,
+        # rather than unscoped.
         keys = record.get("cache_keys") or [""] * len(record["images"])
         if record["kind"] == "batch":
             queue.publish(SCORE_BATCH, (record["images"], record["options"], keys), job_id, headers)
@@ -148,7 +168,7 @@ class Jobs:
     def _save(self, job_id: str, record: dict[str, Any], pipe: redis.client.Pipeline | None = None,
               keep_ttl: bool = False) -> None:
         key = keyspace.job(job_id)
-        sealed = sealer().seal(json.dumps(record).encode(), key.encode())
+        sealed = self.settings.sealer.seal_json(record, key.encode())
         if keep_ttl:
             (pipe or self.redis).set(key, sealed, keepttl=True)
         else:
@@ -157,7 +177,7 @@ class Jobs:
     def _load(self, job_id: str) -> dict[str, Any] | None:
         key = keyspace.job(job_id)
         raw = self.redis.get(key)
-        return json.loads(sealer().unseal(raw, key.encode())) if raw is not None else None
+        return self.settings.sealer.unseal_json(raw, key.encode()) if raw is not None else None
 
     def _cleanup(self, job_id: str, record: dict[str, Any]) -> None:
         """Undo a submission that failed: its images, record and claim."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -16,8 +17,25 @@ from .config import Settings
 def _pipeline(args: argparse.Namespace):
     from .pipeline import Pipeline
 
-    overrides = {"models_dir": args.models_dir} if getattr(args, "models_dir", None) else {}
-    return Pipeline(Settings.from_env(**overrides))
+    return Pipeline(args.settings)
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    """The settings of this command: the core's for scoring, the job service's as well for the
+    commands that talk to Redis and for ``config`` (when the service package is installed)."""
+    overrides = {"models_dir": args.models_dir} if args.models_dir else {}
+    if args.command in SERVICE_COMMANDS:
+        try:
+            from service.config import ServiceSettings
+        except ImportError:  # the core alone: its own settings
+            if args.command != "config":
+                raise
+        else:
+            return ServiceSettings.from_env(**overrides)
+    return Settings.from_env(**overrides)
+
+
+SERVICE_COMMANDS = {"keys", "cache", "config"}
 
 
 def _summary(path: str, result: dict[str, Any]) -> str:
@@ -90,7 +108,7 @@ def _draw_path(draw: str, image_path: str, count: int) -> Path:
 def cmd_models(args: argparse.Namespace) -> int:
     from .store import ModelStore
 
-    settings = Settings.from_env(**({"models_dir": args.models_dir} if args.models_dir else {}))
+    settings = args.settings
     try:
         store = ModelStore(settings.models_dir, device=settings.device, threads=settings.ort_threads)
     except errors.AurumError as exc:
@@ -124,7 +142,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     except ImportError as exc:
         print(f"error: training needs the [train] extra (pip install -e '.[train]'): {exc}", file=sys.stderr)
         return 2
-    settings = Settings.from_env(**({"models_dir": args.models_dir} if args.models_dir else {}))
+    settings = args.settings
     try:
         report = train_from_csv(args.ratings, settings, name=args.name, with_embedding=args.embedding,
                                 folds=args.folds, out_dir=args.out)
@@ -140,7 +158,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
 
     from service.keys import KeyStore
 
-    settings = Settings.from_env()
+    settings = args.settings
     store = KeyStore(redis.Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2))
     try:
         if args.action == "create":
@@ -181,10 +199,10 @@ def cmd_cache(args: argparse.Namespace) -> int:
 
     from service.cache import ResultCache
 
-    settings = Settings.from_env()
+    settings = args.settings
     client = redis.Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
     try:
-        removed = ResultCache(client, settings.cache_ttl).clear()
+        removed = ResultCache(client, settings.sealer, settings.cache_ttl).clear()
     except redis.RedisError as exc:
         print(f"error: Redis at {settings.redis_url} is unreachable: {exc}", file=sys.stderr)
         return 2
@@ -254,17 +272,16 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
-    from .sealing import new_key
+    from service.sealing import new_key
 
     print(new_key(args.id))
     return 0
 
 
 def cmd_config(args: argparse.Namespace) -> int:
-    current = Settings.from_env()
-    for env, default, doc in Settings.describe():
-        name = next(f for f in current.__dataclass_fields__.values() if f.metadata["env"] == env).name
-        print(f"{env}={getattr(current, name)!r}\n    {doc} (default {default!r})")
+    current = args.settings
+    for f in dataclasses.fields(current):
+        print(f"{f.metadata['env']}={getattr(current, f.name)!r}\n    {f.metadata['doc']} (default {f.default!r})")
     return 0
 
 
@@ -345,8 +362,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        Settings.from_env()  # a bad setting: one clear line, not a traceback from deep inside
+    try:  # built once and handed to the command; a bad setting: one clear line, not a traceback
+        args.settings = _settings(args)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

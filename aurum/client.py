@@ -8,7 +8,11 @@
 Every request has a timeout. 429, 503 and connection errors are retried with exponential backoff
 and full jitter, honouring ``Retry-After``. With ``fallback=True``, when the service is down or
 unreachable the client scores the photo in-process with the same real models and marks the
-result ``degraded: true`` with the reason; it never makes up a result.
+result ``degraded: true`` with the reason; it never makes up a result. The fallback covers every
+call that scores: ``score``, ``score_batch``, ``submit`` (the job is then a local one, its id
+starting ``local-``, answered by ``get`` / ``wait`` / ``delete`` from this process) and ``get`` /
+``wait`` of a job this client submitted (it keeps the photo in memory, never on disk, until the
+job ends, at most :data:`PENDING_KEPT` of them).
 """
 
 from __future__ import annotations
@@ -16,7 +20,9 @@ from __future__ import annotations
 import io
 import os
 import random
+import secrets
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -29,6 +35,8 @@ from .schemas import ResultSchema, ScoreOptions, load_options
 
 ImageLike = str | os.PathLike | bytes | bytearray | np.ndarray
 RETRY_STATUSES = {429, 502, 503, 504}
+LOCAL_PREFIX = "local-"
+PENDING_KEPT = 256  # photos of submitted jobs kept for the fallback, oldest dropped first
 
 
 class ServiceError(errors.AurumError):
@@ -115,6 +123,8 @@ class AurumClient:
         if api_key:
             self.http.headers["X-API-Key"] = api_key
         self._local = None
+        self._pending: OrderedDict[str, tuple[bytes, dict[str, Any]]] = OrderedDict()  # job id -> photo, options
+        self._local_jobs: OrderedDict[str, dict[str, Any]] = OrderedDict()  # local job id -> its status document
 
     # --- HTTP with retries ----------------------------------------------------------------------
     def _request(self, method: str, path: str, *, timeout: float | None = None, **kwargs: Any) -> requests.Response:
@@ -164,20 +174,49 @@ class AurumClient:
     def models(self) -> list[dict[str, Any]]:
         return self._json(self._request("GET", "/api/ml/models"))  # type: ignore[return-value]
 
-    def submit(self, image: ImageLike, **options: Any) -> str:
+    def submit(self, image: ImageLike, fallback: bool | None = None, **options: Any) -> str:
+        """A job id; with the fallback on and the service down, a local job's (``local-...``)."""
         load_options(options)  # the same validation the service does, before any upload
+        data = image_bytes(image)
         form = {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in options.items() if v is not None}
-        response = self._request("POST", "/api/ml/score", files={"image": ("image", image_bytes(image))}, data=form)
-        return self._json(response)["job_id"]
+        try:
+            job_id = self._json(self._request("POST", "/api/ml/score", files={"image": ("image", data)}, data=form))["job_id"]
+        except ServiceUnavailable as exc:
+            if not self._falls_back(fallback):
+                raise
+            return self._local_job(data, options, f"service unavailable: {exc.message}")
+        if self.fallback:
+            self._pending[job_id] = (data, options)
+            while len(self._pending) > PENDING_KEPT:
+                self._pending.popitem(last=False)
+        return job_id
 
     def get(self, job_id: str) -> dict[str, Any]:
-        return self._json(self._request("GET", f"/api/ml/jobs/{job_id}"))
+        """The job's status document; a local job's from this process. With the fallback on, a
+        job this client submitted is scored here when the service cannot be reached."""
+        if job_id.startswith(LOCAL_PREFIX):
+            try:
+                return self._local_jobs[job_id]
+            except KeyError:
+                raise ServiceError("JOB_NOT_FOUND", "No such local job (deleted, or made by another client).",
+                                   404) from None
+        try:
+            doc = self._json(self._request("GET", f"/api/ml/jobs/{job_id}"))
+        except ServiceUnavailable as exc:
+            if job_id not in self._pending or not self.fallback:
+                raise
+            data, options = self._pending.pop(job_id)
+            return self.get(self._local_job(data, options, f"service unavailable: {exc.message}", job_id))
+        if doc.get("status") in ("succeeded", "failed"):
+            self._pending.pop(job_id, None)
+        return doc
 
     def wait(self, job_id: str, timeout: float = 60.0) -> ScoreResult:
         deadline = time.monotonic() + timeout
         delay = 0.02
         while True:
             doc = self.get(job_id)
+            job_id = doc.get("job_id", job_id)  # a job scored here by the fallback has a local id
             if doc["status"] == "succeeded":
                 return ScoreResult(doc["result"], job_id)
             if doc["status"] == "failed":
@@ -189,24 +228,39 @@ class AurumClient:
             delay = min(delay * 2, 0.5)
 
     def delete(self, job_id: str) -> None:
+        if job_id.startswith(LOCAL_PREFIX):
+            self._local_jobs.pop(job_id, None)
+            return
+        self._pending.pop(job_id, None)
         self._json(self._request("DELETE", f"/api/ml/jobs/{job_id}"), ok=(204,))
 
     def score(self, image: ImageLike, wait: float = 30.0, fallback: bool | None = None, **options: Any) -> ScoreResult:
         """Submit and wait; falls back to local scoring when allowed and the service is down."""
         data = image_bytes(image)
         try:
-            return self.wait(self.submit(data, **options), timeout=wait)
+            return self.wait(self.submit(data, fallback=False, **options), timeout=wait)
         except ServiceUnavailable as exc:
-            if not (self.fallback if fallback is None else fallback):
+            if not self._falls_back(fallback):
                 raise
             return self.score_locally(data, reason=f"service unavailable: {exc.message}", **options)
 
     def score_batch(self, images: list[ImageLike], wait: float = 120.0, progress: Callable[[int, int], Any] | None = None,
-                    **options: Any) -> list[ScoreResult | ServiceError]:
-        """One batch job; ``progress(done, total)`` is called as the service reports progress."""
+                    fallback: bool | None = None, **options: Any) -> list[ScoreResult | ServiceError]:
+        """One batch job; ``progress(done, total)`` is called as the service reports progress.
+        With the fallback on and the service down, every photo is scored here (degraded)."""
         load_options(options)
+        datas = [image_bytes(img) for img in images]
+        try:
+            return self._batch(datas, wait, progress, options)
+        except ServiceUnavailable as exc:
+            if not self._falls_back(fallback):
+                raise
+            return self.score_batch_locally(datas, f"service unavailable: {exc.message}", **options)
+
+    def _batch(self, datas: list[bytes], wait: float, progress: Callable[[int, int], Any] | None,
+               options: dict[str, Any]) -> list[ScoreResult | ServiceError]:
         form = {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in options.items() if v is not None}
-        files = [("images", (f"image{i}", image_bytes(img))) for i, img in enumerate(images)]
+        files = [("images", (f"image{i}", data)) for i, data in enumerate(datas)]
         job_id = self._json(self._request("POST", "/api/ml/score/batch", files=files, data=form))["job_id"]
         deadline = time.monotonic() + wait
         last = -1
@@ -214,7 +268,7 @@ class AurumClient:
             doc = self.get(job_id)
             done = doc.get("progress", {}).get("done", 0)
             if progress is not None and done != last:
-                progress(done, len(images))
+                progress(done, len(datas))
                 last = done
             if doc["status"] == "succeeded":
                 return [ScoreResult(item, job_id) if "faces" in item else
@@ -227,12 +281,43 @@ class AurumClient:
             time.sleep(0.05)
 
     # --- fallback ---------------------------------------------------------------------------------
-    def score_locally(self, image: ImageLike, reason: str, **options: Any) -> ScoreResult:
-        """The same pipeline and models, in this process; marked degraded with the reason."""
+    def _falls_back(self, fallback: bool | None) -> bool:
+        return self.fallback if fallback is None else fallback
+
+    def _pipeline(self):
         if self._local is None:
             from .pipeline import Pipeline
 
             self._local = Pipeline()
+        return self._local
+
+    def score_locally(self, image: ImageLike, reason: str, **options: Any) -> ScoreResult:
+        """The same pipeline and models, in this process; marked degraded with the reason."""
         opts: ScoreOptions = load_options(options)
-        result = self._local.score(image_bytes(image), opts)
+        result = self._pipeline().score(image_bytes(image), opts)
         return ScoreResult({**result, "degraded": True, "degraded_reason": reason})
+
+    def score_batch_locally(self, images: list[ImageLike], reason: str, **options: Any) -> list[ScoreResult | ServiceError]:
+        """Every photo through the local pipeline at once (batched inference); each item a
+        degraded result or its own error, in place, as the service's batch gives them."""
+        outcomes = self._pipeline().score_many([image_bytes(img) for img in images], load_options(options))
+        return [_local_error(o) if isinstance(o, errors.AurumError)
+                else ScoreResult({**o, "degraded": True, "degraded_reason": reason}) for o in outcomes]
+
+    def _local_job(self, data: bytes, options: dict[str, Any], reason: str, job_id: str | None = None) -> str:
+        """Score now, in this process, and keep the outcome as a finished local job."""
+        local_id = LOCAL_PREFIX + (job_id or secrets.token_hex(16))
+        doc: dict[str, Any] = {"job_id": local_id, "kind": "single", "created_at": time.time()}
+        try:
+            doc.update(status="succeeded", result=self.score_locally(data, reason, **options).raw)
+        except errors.AurumError as exc:
+            doc.update(status="failed", error=exc.to_dict()["error"])
+        self._local_jobs[local_id] = doc
+        while len(self._local_jobs) > PENDING_KEPT:
+            self._local_jobs.popitem(last=False)
+        return local_id
+
+
+def _local_error(exc: errors.AurumError) -> ServiceError:
+    body = exc.to_dict()["error"]
+    return ServiceError(body["code"], body["message"], details=body.get("details"))

@@ -10,8 +10,9 @@ result says ``degraded: true`` and why.
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from functools import lru_cache
-from typing import Any
+from typing import Any, Iterator
 
 import cv2
 import numpy as np
@@ -20,7 +21,7 @@ from . import errors
 from .config import Settings
 from .image import decode_image
 from .schemas import ScoreOptions
-from .scoring.trust import withheld
+from .results import FaceResult, document
 
 NAME, VERSION = "fallback_haar", "1.0.0"
 SIZE = 128
@@ -75,60 +76,51 @@ def score_values(features: dict[str, float]) -> tuple[float, dict[str, float]]:
 
 
 def score(data: bytes, options: ScoreOptions, settings: Settings, reason: str) -> dict[str, Any]:
+    opts = options.resolve(settings)
+    timings: dict[str, float] = {}
+    with _timed(timings, "decode"):
+        image = decode_image(data, settings)
+    with _timed(timings, "detect"):
+        grey = cv2.equalizeHist(cv2.cvtColor(image.rgb, cv2.COLOR_RGB2GRAY))
+        min_px = max(24, round(opts.min_face_size * image.scale))
+        boxes = _cascade("haarcascade_frontalface_default.xml").detectMultiScale(
+            grey, scaleFactor=1.1, minNeighbors=6, minSize=(min_px, min_px))
+        if len(boxes) == 0:
+            raise errors.NoFace("No face was found in the image (fallback detector).")
+        boxes = sorted((tuple(int(v) for v in b) for b in boxes), key=lambda b: -b[2] * b[3])[:opts.max_faces]
+    with _timed(timings, "score"):
+        raw_grey = cv2.cvtColor(image.rgb, cv2.COLOR_RGB2GRAY)
+        faces = [_face(grey, raw_grey, box, image.scale, settings) for box in boxes]
+    return document(image, faces, opts, {NAME: VERSION, "opencv": cv2.__version__}, timings, degraded_reason=reason)
+
+
+def _face(grey: np.ndarray, raw_grey: np.ndarray, box: tuple[int, int, int, int], scale: float,
+          settings: Settings) -> FaceResult:
+    eyes = _eyes(grey, box)
+    crop = _crop(raw_grey, box, eyes)
+    features = measure(crop)
+    value, components = score_values(features)
+    face_px = min(box[2], box[3]) / scale
+    lap = float(cv2.Laplacian(crop, cv2.CV_64F).var())
+    q = {"sharpness": round(1 - float(np.exp(-lap / SHARPNESS_SCALE)), 4),
+         "brightness": round(float(crop.mean()) / 255, 4), "contrast": round(float(crop.std()) / 255, 4),
+         "face_size_px": round(face_px, 1), "frontal": None, "eye_openness": None, "truncation": None,
+         "face_presence": None}
+    reasons = [code for code, bad in (
+        ("BLURRY", q["sharpness"] < settings.q_min_sharpness),
+        ("TOO_DARK", q["brightness"] < settings.q_min_brightness),
+        ("TOO_BRIGHT", q["brightness"] > settings.q_max_brightness),
+        ("LOW_CONTRAST", q["contrast"] < settings.q_min_contrast),
+        ("FACE_TOO_SMALL", face_px < settings.q_min_face_px)) if bad]
+    x, y, w, h = box
+    return FaceResult(box=(x, y, x + w, y + h), keypoints=eyes, quality={**q, "passed": not reasons, "reasons": reasons},
+                      score=value, components=components, features=features, model=f"{NAME}@{VERSION}")
+
+
+@contextmanager
+def _timed(timings: dict[str, float], name: str) -> Iterator[None]:
     start = time.perf_counter()
-    image = decode_image(data, settings)
-    decoded = time.perf_counter()
-    grey = cv2.equalizeHist(cv2.cvtColor(image.rgb, cv2.COLOR_RGB2GRAY))
-    min_size = settings.min_face_size if options.min_face_size is None else options.min_face_size
-    min_px = max(24, round(min_size * image.scale))
-    boxes = _cascade("haarcascade_frontalface_default.xml").detectMultiScale(
-        grey, scaleFactor=1.1, minNeighbors=6, minSize=(min_px, min_px))
-    if len(boxes) == 0:
-        raise errors.NoFace("No face was found in the image (fallback detector).")
-    boxes = sorted((tuple(int(v) for v in b) for b in boxes), key=lambda b: -b[2] * b[3])
-    boxes = boxes[:options.max_faces or settings.max_faces]
-    detected = time.perf_counter()
-    inv = 1.0 / image.scale
-    raw_grey = cv2.cvtColor(image.rgb, cv2.COLOR_RGB2GRAY)
-    faces = []
-    for box in boxes:
-        eyes = _eyes(grey, box)
-        crop = _crop(raw_grey, box, eyes)
-        features = measure(crop)
-        value, components = score_values(features)
-        face_px = min(box[2], box[3]) * inv
-        lap = float(cv2.Laplacian(crop, cv2.CV_64F).var())
-        q = {"sharpness": round(1 - float(np.exp(-lap / SHARPNESS_SCALE)), 4),
-             "brightness": round(float(crop.mean()) / 255, 4), "contrast": round(float(crop.std()) / 255, 4),
-             "face_size_px": round(face_px, 1), "frontal": None, "eye_openness": None, "truncation": None,
-             "face_presence": None}
-        reasons = [code for code, bad in (
-            ("BLURRY", q["sharpness"] < settings.q_min_sharpness),
-            ("TOO_DARK", q["brightness"] < settings.q_min_brightness),
-            ("TOO_BRIGHT", q["brightness"] > settings.q_max_brightness),
-            ("LOW_CONTRAST", q["contrast"] < settings.q_min_contrast),
-            ("FACE_TOO_SMALL", face_px < settings.q_min_face_px)) if bad]
-        x, y, w, h = (v * inv for v in box)
-        faces.append({
-            "box": [round(x, 1), round(y, 1), round(w, 1), round(h, 1)], "confidence": None,
-            "keypoints": {k: [round(v[0] * inv, 1), round(v[1] * inv, 1)] for k, v in eyes.items()},
-            "pose": None,
-            "quality": {**q, "passed": not reasons, "reasons": reasons},
-            "score": {"value": None if withheld(reasons) and not options.always_score else round(value, 2),
-                      "withheld": withheld(reasons),
-                      "components": {k: round(v, 4) for k, v in components.items()},
-                      "features": {k: round(v, 5) for k, v in features.items()},
-                      "model": f"{NAME}@{VERSION}", "degraded": True},
-        })
-    end = time.perf_counter()
-    if options.quality_gate and not faces[0]["quality"]["passed"]:
-        raise errors.QualityGateFailed(reasons=faces[0]["quality"]["reasons"])
-    return {
-        "image": {"width": image.width, "height": image.height, "sha256": image.sha256, "format": image.format},
-        "faces": faces, "primary_face": 0,
-        "timings_ms": {"decode": round((decoded - start) * 1000, 3), "detect": round((detected - decoded) * 1000, 3),
-                       "score": round((end - detected) * 1000, 3), "total": round((end - start) * 1000, 3)},
-        "models": {NAME: VERSION, "opencv": cv2.__version__},
-        "degraded": True,
-        "degraded_reason": reason,
-    }
+    try:
+        yield
+    finally:
+        timings[name] = (time.perf_counter() - start) * 1000

@@ -26,7 +26,8 @@ class ContextFilter(logging.Filter):
 
 
 def configure(level: str | None = None, stream=None) -> None:
-    """JSON lines on stderr for the root logger (idempotent)."""
+    """JSON lines on stderr for the root logger (idempotent); ``level`` is the process's
+    ``AURUM_LOG_LEVEL`` setting, passed by whoever built the settings."""
     root = logging.getLogger()
     for handler in list(root.handlers):
         if getattr(handler, "_aurum", False):
@@ -38,13 +39,4 @@ def configure(level: str | None = None, stream=None) -> None:
         rename_fields={"asctime": "time", "levelname": "level", "name": "logger"}))
     handler.addFilter(ContextFilter())
     root.addHandler(handler)
-    root.setLevel(level or _configured_level())
-
-
-def _configured_level() -> str:
-    from .config import Settings
-
-    try:
-        return Settings.from_env().log_level
-    except ValueError:  # a bad setting is reported where the settings are built
-        return "INFO"
+    root.setLevel(level or "INFO")

@@ -1,7 +1,7 @@
 """The scoring pipeline: bytes in, a result dict (see :mod:`aurum.schemas`) out.
 
     decode + validate -> detect -> crop + FaceMesh landmarks -> pose
-      -> (SFace embedding) -> features -> score -> quality -> result
+      -> (SFace embedding) -> features -> score -> quality -> result (aurum.results)
 
 :meth:`Pipeline.score_many` runs a list of images with one model call per stage for all the
 faces of the batch; :meth:`Pipeline.score` is a batch of one.
@@ -25,10 +25,11 @@ from .landmarks import NATIVE_FACE_SIDE, SIZE, FaceMesh, Mesh, roi_from_mesh, ro
 from .pose import Pose, estimate_pose
 from .measures import FaceMeasures, measure
 from .quality import assess
+from .results import FaceResult, document
 from .schemas import ScoreOptions
 from .scoring.features import FEATURES, FaceGeometry, face_features, feature_vector
 from .scoring.scorer import Scorer
-from .scoring.trust import confidence, withheld
+from .scoring.trust import confidence
 from .store import ModelStore, inference_errors
 
 PRESENCE_THRESHOLD = 0.5  # FaceMesh's own face-presence check rejects detector false positives
@@ -48,6 +49,7 @@ class _Face:
     embedding: np.ndarray | None = None
     score: float = 0.0
     components: dict[str, float] = field(default_factory=dict)
+    quality: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -92,11 +94,8 @@ class Pipeline:
 
     def score_many(self, images: list[bytes], options: ScoreOptions | None = None
                    ) -> list[dict[str, Any] | errors.AurumError]:
-        opts = options or ScoreOptions()
         s = self.settings
-        max_faces = opts.max_faces or s.max_faces
-        min_size = s.min_face_size if opts.min_face_size is None else opts.min_face_size
-        threshold = opts.detection_threshold or s.detection_threshold
+        opts = (options or ScoreOptions()).resolve(s)
         items = [_Item() for _ in images]
 
         for item, data in zip(items, images):
@@ -108,12 +107,12 @@ class Pipeline:
         live = [it for it in items if it.error is None]
 
         with self._stage(live, "detect"):
-            found = self.detector.detect([it.image.rgb for it in live], threshold) if live else []
+            found = self.detector.detect([it.image.rgb for it in live], opts.detection_threshold) if live else []
         for item, dets in zip(live, found):
             scale = item.image.scale
-            dets = [d for d in dets if d.size / scale >= min_size]
+            dets = [d for d in dets if d.size / scale >= opts.min_face_size]
             dets.sort(key=lambda d: -d.area)
-            item.faces = [_Face(det=d) for d in dets[:max_faces]]
+            item.faces = [_Face(det=d) for d in dets[:opts.max_faces]]
 
         faces = [(it, f) for it in live for f in it.faces]
         with self._stage(live, "landmarks"):
@@ -160,26 +159,34 @@ class Pipeline:
                     face.components = ({n: float(components[i, k]) for k, n in enumerate(FEATURES)}
                                        if components is not None else {})
 
+        with self._stage(live, "quality"):
+            for item in live:
+                for face in item.faces:
+                    face.quality = assess(face.mesh, face.pose, face.measures, face.det.size / item.image.scale,
+                                          item.image.rgb.shape[:2], self.settings)
+
         versions = self.versions()
         results: list[dict[str, Any] | errors.AurumError] = []
         for item in items:
-            if item.error is not None:
-                results.append(item.error)
-                continue
-            with _timed(item.timings, "quality"):
-                assembled = self._assemble(item, opts, versions)
-            if opts.quality_gate and not assembled["faces"][0]["quality"]["passed"]:
-                reasons = assembled["faces"][0]["quality"]["reasons"]
-                results.append(errors.QualityGateFailed(
-                    "The face does not meet the quality requirements: " + ", ".join(reasons) + ".",
-                    reasons=reasons))
-                continue
-            assembled["timings_ms"] = {k: round(v, 3) for k, v in item.timings.items()}
-            assembled["timings_ms"]["total"] = round(sum(item.timings.values()), 3)
-            results.append(assembled)
+            try:
+                if item.error is not None:
+                    raise item.error
+                results.append(document(item.image, [self._result(f) for f in item.faces], opts, versions,
+                                        item.timings))
+            except errors.AurumError as exc:
+                results.append(exc)
         return results
 
     # --- helpers ----------------------------------------------------------------------------
+    def _result(self, face: _Face) -> FaceResult:
+        pose = {"yaw": round(face.pose.yaw, 2), "pitch": round(face.pose.pitch, 2), "roll": round(face.pose.roll, 2)}
+        return FaceResult(
+            box=tuple(face.det.box), keypoints=face.det.keypoints, quality=face.quality, score=face.score,
+            components=face.components, features=face.features,
+            model=f"{self.scorer.name}@{self.scorer.version}", detection_confidence=face.det.score, pose=pose,
+            score_confidence=confidence(face.quality, pose, face.mesh.disagreement, self.settings),
+            landmarks=face.mesh.points, embedding=face.embedding)
+
     def _crop(self, image: DecodedImage, det: Detection, crop_to_image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """FaceMesh's crop of one face for a crop -> ``image.rgb`` transform. A face too small
         in a reduced decode is cropped from the working-size pixels instead; the transform still
@@ -202,45 +209,6 @@ class Pipeline:
         total = sum(weights) or 1
         for item, w in zip(items, weights):
             item.timings[name] = item.timings.get(name, 0.0) + elapsed * w / total
-
-    def _assemble(self, item: _Item, opts: ScoreOptions, versions: dict[str, str]) -> dict[str, Any]:
-        img = item.image
-        inv = 1.0 / img.scale
-        faces = []
-        for face in item.faces:
-            x0, y0, x1, y1 = (float(v) * inv for v in face.det.box)
-            pose = {"yaw": round(face.pose.yaw, 2), "pitch": round(face.pose.pitch, 2), "roll": round(face.pose.roll, 2)}
-            quality = assess(face.mesh, face.pose, face.measures, face.det.size * inv, img.rgb.shape[:2], self.settings)
-            unjudgeable = withheld(quality["reasons"])
-            out: dict[str, Any] = {
-                "box": [round(x0, 1), round(y0, 1), round(x1 - x0, 1), round(y1 - y0, 1)],
-                "confidence": round(face.det.score, 4),
-                "keypoints": {k: [round(float(v[0]) * inv, 1), round(float(v[1]) * inv, 1)]
-                              for k, v in face.det.keypoints.items()},
-                "pose": pose,
-                "quality": quality,
-                "score": {"value": None if unjudgeable and not opts.always_score else round(face.score, 2),
-                          "confidence": confidence(quality, pose, face.mesh.disagreement, self.settings),
-                          "withheld": unjudgeable,
-                          "components": {k: round(v, 4) for k, v in face.components.items()},
-                          "features": {k: round(v, 5) for k, v in face.features.items()},
-                          "model": f"{self.scorer.name}@{self.scorer.version}"},
-            }
-            if opts.return_landmarks:
-                pts = face.mesh.points * inv
-                out["landmarks"] = [[round(float(x), 1), round(float(y), 1), round(float(z), 1)] for x, y, z in pts]
-            if opts.return_embedding:
-                out["embedding"] = [round(float(v), 6) for v in face.embedding]
-            faces.append(out)
-        return {
-            "image": {"width": img.width, "height": img.height, "sha256": img.sha256, "format": img.format},
-            "faces": faces,
-            "primary_face": 0,
-            "timings_ms": {},
-            "models": versions,
-            "degraded": False,
-            "degraded_reason": None,
-        }
 
 
 def _face_pixels(image: DecodedImage, det: Detection) -> tuple[np.ndarray, float]:

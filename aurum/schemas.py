@@ -6,12 +6,15 @@ OpenAPI document, so there is one definition of every field.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, validate
 
 from . import errors
+
+if TYPE_CHECKING:
+    from .config import Settings
 
 
 @dataclass(frozen=True)
@@ -24,10 +27,14 @@ class ScoreOptions:
     quality_gate: bool = False
     always_score: bool = False            # give the score even when the face cannot be judged
 
-    def cache_key_part(self) -> str:
-        return (f"{self.max_faces}|{self.min_face_size}|{self.detection_threshold}|"
-                f"{int(self.return_landmarks)}{int(self.return_embedding)}{int(self.quality_gate)}"
-                f"{int(self.always_score)}")
+    def resolve(self, settings: "Settings") -> "ScoreOptions":
+        """The options as they are applied: each omitted one replaced by its configured default.
+        Resolved once where a job is accepted; the pipeline, the fallback and the result cache's
+        key all read the same values (resolving again changes nothing)."""
+        return replace(
+            self, max_faces=self.max_faces or settings.max_faces,
+            min_face_size=settings.min_face_size if self.min_face_size is None else self.min_face_size,
+            detection_threshold=self.detection_threshold or settings.detection_threshold)
 
 
 class ScoreOptionsSchema(Schema):

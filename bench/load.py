@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import httpx  # noqa: E402
 
-from aurum.sealing import new_key  # noqa: E402
+from service.sealing import new_key  # noqa: E402
 from pipeline import selfies, two_processes  # noqa: E402
 
 os.environ.setdefault("AURUM_ENCRYPTION_KEYS", new_key("bench"))

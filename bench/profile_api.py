@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from aurum.sealing import new_key  # noqa: E402
+from service.sealing import new_key  # noqa: E402
 
 os.environ.setdefault("AURUM_ENCRYPTION_KEYS", new_key("bench"))
 
@@ -90,17 +90,18 @@ def main() -> int:
 
 
 def run(n: int) -> dict:
-    from service.cache import cache_key
-    from aurum.config import Settings
+    from service import heartbeats
+    from service.cache import cache_key, result_identity
+    from service.config import ServiceSettings
     from aurum.pipeline import Pipeline
     from aurum.schemas import ScoreOptions
     from api import create_app
     from load import multipart
     from pipeline import selfies
 
-    app = create_app(Settings.from_env(cache_ttl=0))  # every submission is queued
-    cached_app = create_app(Settings.from_env())  # the cache on, for the cache hit
-    token, _ = app.extensions["aurum.keys"].create("profile")
+    app = create_app(ServiceSettings.from_env(cache_ttl=0))  # every submission is queued
+    cached_app = create_app(ServiceSettings.from_env())  # the cache on, for the cache hit
+    token, key = app.extensions["aurum.keys"].create("profile")
     headers = {"X-API-Key": token}
     content_type = "multipart/form-data; boundary=aurumbench"
     photos = selfies(n)
@@ -118,10 +119,12 @@ def run(n: int) -> dict:
         assert client.get(f"/api/ml/jobs/{job_ids[i % len(job_ids)]}", headers=headers).status_code == 200
 
     # a real result in the cache for the cache-hit request
-    pipeline = Pipeline(Settings.from_env())
+    pipeline = Pipeline(jobs.settings)
     pipeline.load(embedding=False)
-    jobs.cache.put(cache_key(hashlib.sha256(photos[0]).hexdigest(), jobs.versions, ScoreOptions(), jobs.settings),
-                   {**pipeline.score(photos[0]), "cached": False})
+    identity = result_identity(pipeline.versions(), jobs.settings)
+    heartbeats.beat(jobs.redis, "profile:0", {"result": identity})  # what a worker child tells the API
+    jobs.cache.put(cache_key(hashlib.sha256(photos[0]).hexdigest(), identity, ScoreOptions().resolve(jobs.settings),
+                             scope=key.id), {**pipeline.score(photos[0]), "cached": False})
 
     cached_client = cached_app.test_client()
 

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from aurum.sealing import new_key  # noqa: E402
+from service.sealing import new_key  # noqa: E402
 from load import Bench, tree, wrk  # noqa: E402
 from pipeline import selfies  # noqa: E402
 

@@ -7,22 +7,20 @@ up unread pub/sub traffic (and, at shutdown, reconnection attempts). ``get()`` s
 subscribes when it starts waiting and reads any result already stored first.
 """
 
-import json
-
 from celery.backends.redis import RedisBackend
 from kombu.serialization import register
 
-from aurum.sealing import sealer
+from .config import current
 
 SEALED = "aurum-sealed"
 
 
 def _dumps(obj) -> bytes:
-    return sealer().seal(json.dumps(obj).encode(), b"celery-result")
+    return current().sealer.seal_json(obj, b"celery-result")
 
 
 def _loads(blob) -> object:
-    return json.loads(sealer().unseal(bytes(blob) if not isinstance(blob, bytes) else blob, b"celery-result"))
+    return current().sealer.unseal_json(bytes(blob) if not isinstance(blob, bytes) else blob, b"celery-result")
 
 
 # Results (landmarks, embeddings) are sealed like everything else Aurum keeps in Redis.

@@ -3,8 +3,8 @@
 An L1 hit is confirmed with a Redis EXISTS, so a clear or a deleted job's eviction done by any
 process takes effect everywhere at once; L1 saves the transfer and parsing of the document.
 
-Key: sha256 of the image bytes, the versions of every model, the (defaults-resolved) options
-and settings that change the result, and the scope: the API key that submitted it. A model
+Key: sha256 of the image bytes, the result identity of the workers (the versions of every model,
+the settings that change a result), the resolved options, and the scope: the API key that submitted it. A model
 version change therefore misses naturally. Scoping per API key means one tenant never learns,
 from ``cached: true`` or from the timing, that another tenant sent the same photo, and a
 tenant's DELETE can remove every entry its job made. Entries expire after ``AURUM_CACHE_TTL``
@@ -14,6 +14,7 @@ image...) are cached too, as ``{"error": ...}`` documents.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import threading
@@ -24,9 +25,8 @@ from cachetools import TTLCache
 
 from aurum.config import Settings
 from aurum.schemas import ScoreOptions
-from aurum.sealing import sealer
-
 from . import keyspace
+from .sealing import Sealer
 
 
 # Settings that change a result without changing a model version: the detector's input, the
@@ -35,34 +35,35 @@ from . import keyspace
 RESULT_SETTINGS = ("detector", "detector_size", "work_max_side", "mesh_passes")
 
 
-def resolved_options(options: ScoreOptions, settings: Settings) -> dict[str, Any]:
-    """Options as the pipeline applies them: an omitted option equals its explicit default."""
+def result_identity(versions: dict[str, str], settings: Settings) -> dict[str, Any]:
+    """What decides a result besides the image and the options: the model versions, the settings
+    that change a result, and the features' version. Each worker child publishes its own with
+    its heartbeat (service/heartbeats.py); the API keys the cache with the one its workers share."""
     from aurum.scoring.features import FEATURES_VERSION
 
-    return {
-        "max_faces": options.max_faces or settings.max_faces,
-        "min_face_size": settings.min_face_size if options.min_face_size is None else options.min_face_size,
-        "detection_threshold": options.detection_threshold or settings.detection_threshold,
-        "return_landmarks": options.return_landmarks, "return_embedding": options.return_embedding,
-        "quality_gate": options.quality_gate, "always_score": options.always_score,
-        "settings": {name: getattr(settings, name) for name in settings.__dataclass_fields__
-                     if name in RESULT_SETTINGS or name.startswith("q_")},
-        "features": FEATURES_VERSION,
-    }
+    return {"models": versions, "features": FEATURES_VERSION,
+            "settings": {f.name: getattr(settings, f.name) for f in dataclasses.fields(settings)
+                         if f.name in RESULT_SETTINGS or f.name.startswith("q_")}}
 
 
-def cache_key(image_sha256: str, versions: dict[str, str], options: ScoreOptions, settings: Settings,
-              scope: str = "") -> str:
-    """The cache key of an image's result; ``scope`` is the submitting API key's id ("" for
-    jobs published directly, not through the API)."""
-    material = json.dumps({"image": image_sha256, "models": versions, "scope": scope,
-                           "options": resolved_options(options, settings)}, sort_keys=True)
+def identity_digest(identity: dict[str, Any]) -> str:
+    """A short name for an identity: the API sends it with a job whose cache keys it made, and a
+    worker with another identity (a rolling upgrade) then neither reads nor writes those keys."""
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def cache_key(image_sha256: str, identity: dict[str, Any], options: ScoreOptions, scope: str = "") -> str:
+    """The cache key of an image's result; ``options`` resolved (:meth:`ScoreOptions.resolve`),
+    ``scope`` the submitting API key's id ("" for jobs published directly, not through the API)."""
+    material = json.dumps({"image": image_sha256, "identity": identity, "scope": scope,
+                           "options": vars(options)}, sort_keys=True)
     return hashlib.sha256(material.encode()).hexdigest()
 
 
 class ResultCache:
-    def __init__(self, client: redis.Redis, ttl: int, l1_size: int = 1024, l1_ttl: int = 300) -> None:
+    def __init__(self, client: redis.Redis, sealer: Sealer, ttl: int, l1_size: int = 1024, l1_ttl: int = 300) -> None:
         self.redis = client
+        self.sealer = sealer
         self.ttl = ttl
         self._l1: TTLCache = TTLCache(maxsize=l1_size, ttl=max(1, min(ttl, l1_ttl)))
         self._lock = threading.Lock()  # cachetools caches are not thread-safe (a worker's threads, the API's greenlets)
@@ -83,14 +84,14 @@ class ResultCache:
         raw = self.redis.get(keyspace.cache(key))
         if raw is None:
             return None
-        doc = json.loads(sealer().unseal(raw, keyspace.cache(key).encode()))
+        doc = self.sealer.unseal_json(raw, keyspace.cache(key).encode())
         with self._lock:
             self._l1[key] = doc
         return doc
 
     def put(self, key: str, doc: dict[str, Any]) -> None:
         name = keyspace.cache(key)
-        self.redis.set(name, sealer().seal(json.dumps(doc).encode(), name.encode()), ex=self.ttl)
+        self.redis.set(name, self.sealer.seal_json(doc, name.encode()), ex=self.ttl)
         with self._lock:
             self._l1[key] = doc
 

@@ -14,7 +14,8 @@ SCORE_IMAGE = "aurum.score_image"        # args: image key, options, cache key
 SCORE_BATCH = "aurum.score_batch"        # args: image keys, options, cache keys
 SCORE_FALLBACK = "aurum.score_fallback"  # args: image keys, options, reason, batch
 TASKS = (SCORE_IMAGE, SCORE_BATCH, SCORE_FALLBACK)
-HEADERS = ("aurum_submitted_at", "aurum_request_id")  # custom message headers the API sets
+HEADERS = ("aurum_submitted_at", "aurum_request_id",  # custom message headers the API sets
+           "aurum_identity")  # the result identity its cache keys were made with (service/cache.py)
 
 JOB_CODES = {  # code -> kind
     "IMAGE_EXPIRED": "gone",          # the image's TTL passed before a worker took the job

@@ -3,7 +3,8 @@ model status are one read, never a Celery broadcast.
 
 Each pool child with its models loaded beats every :data:`INTERVAL` seconds: its member
 ("<hostname>:<child>") in a sorted set scored by the time, and its record in a hash (what it
-loaded, the queues its worker consumes, the fingerprints of its encryption keys). A member
+loaded, the queues its worker consumes, the fingerprints of its encryption keys, the result
+identity its cache keys are made with). A member
 whose last beat is older than :data:`TTL` is gone, and so is what its record says.
 """
 

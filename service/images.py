@@ -1,6 +1,6 @@
 """Uploaded image bytes live in Redis under a random key with a short TTL, never in broker
 messages: the API puts them, the task carries only the key, the worker deletes them when done.
-They are sealed (AES-GCM, :mod:`aurum.sealing`) so that Redis's AOF never holds them in clear."""
+They are sealed (AES-GCM, :mod:`service.sealing`) so that Redis's AOF never holds them in clear."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ import secrets
 
 import redis
 
-from aurum.sealing import sealer
-
+from .sealing import Sealer
 from . import keyspace
 
 
@@ -18,32 +17,33 @@ class ImageExpired(LookupError):
 
 
 class ImageStore:
-    def __init__(self, client: redis.Redis, ttl: int = 600) -> None:
+    def __init__(self, client: redis.Redis, sealer: Sealer, ttl: int = 600) -> None:
         self.redis = client
+        self.sealer = sealer
         self.ttl = ttl
 
     @classmethod
-    def from_url(cls, url: str, **kwargs) -> "ImageStore":
-        return cls(redis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0), **kwargs)
+    def from_url(cls, url: str, sealer: Sealer, **kwargs) -> "ImageStore":
+        return cls(redis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0), sealer, **kwargs)
 
     def put(self, data: bytes, pipe: redis.client.Pipeline | None = None) -> str:
         """Store one image under a new random key; on ``pipe`` when given (the caller executes it)."""
         key = keyspace.IMAGE + secrets.token_hex(16)
-        (pipe or self.redis).set(key, sealer().seal(data, key.encode()), ex=self.ttl)
+        (pipe or self.redis).set(key, self.sealer.seal(data, key.encode()), ex=self.ttl)
         return key
 
     def get(self, key: str) -> bytes:
         blob = self.redis.get(key)
         if blob is None:
             raise ImageExpired(key)
-        return sealer().unseal(blob, key.encode())
+        return self.sealer.unseal(blob, key.encode())
 
     def get_many(self, keys: list[str]) -> list[bytes | None]:
         """Several images in one round trip; None where a key is gone."""
         if not keys:
             return []
         blobs = self.redis.mget(keys)
-        return [None if blob is None else sealer().unseal(blob, key.encode()) for key, blob in zip(keys, blobs)]
+        return [None if blob is None else self.sealer.unseal(blob, key.encode()) for key, blob in zip(keys, blobs)]
 
     def delete(self, *keys: str, pipe: redis.client.Pipeline | None = None) -> None:
         if keys:

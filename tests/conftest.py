@@ -62,6 +62,22 @@ def pipeline(settings: Settings) -> Pipeline:
     return p
 
 
+@pytest.fixture
+def service_env(monkeypatch):
+    """Set environment variables for one test; this process's settings
+    (:func:`service.config.current`) are read again now and once the test is over."""
+    from service import config
+
+    def setenv(**values: str) -> None:
+        for name, value in values.items():
+            monkeypatch.setenv(name, value)
+        config.reset()
+
+    yield setenv
+    monkeypatch.undo()
+    config.reset()
+
+
 @pytest.fixture(scope="session")
 def astronaut() -> bytes:
     return photo_bytes("astronaut.png")

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from aurum.config import Settings
+from service.config import ServiceSettings
 
 from .conftest import encode, group_photo, photo_bytes, photo_rgb
 from .test_image import _png_with_size
@@ -19,7 +19,7 @@ from .redis_server import free_port
 def app(worker):
     from api import create_app
 
-    return create_app(Settings.from_env(max_request_bytes=4 * 1024 * 1024, max_batch=8,
+    return create_app(ServiceSettings.from_env(max_request_bytes=4 * 1024 * 1024, max_batch=8,
                                         rate_limit="10000/minute", batch_image_limit="10000/minute"))
 
 
@@ -228,7 +228,7 @@ def test_openapi_document_and_docs_page(client) -> None:
 def test_redis_down_answers_503_within_a_second(worker) -> None:
     from api import create_app
 
-    dead = create_app(Settings.from_env(redis_url=f"redis://127.0.0.1:{free_port()}/0", auth="off")).test_client()
+    dead = create_app(ServiceSettings.from_env(redis_url=f"redis://127.0.0.1:{free_port()}/0", auth="off")).test_client()
     start = time.monotonic()
     response = upload(dead, photo_bytes("astronaut.png"))
     assert time.monotonic() - start < 1.0
@@ -262,7 +262,7 @@ def test_a_lost_message_is_published_again(worker, monkeypatch) -> None:
 
     from .test_cache import unique_photo
 
-    app = create_app(Settings.from_env(requeue_after=1))
+    app = create_app(ServiceSettings.from_env(requeue_after=1))
     c = keyed_client(app, "requeue")
     published = lose_first_publish(monkeypatch, app.extensions["aurum.jobs"])
 
@@ -281,7 +281,7 @@ def test_a_job_left_running_by_a_lost_outcome_is_published_again(worker, monkeyp
 
     from .test_cache import unique_photo
 
-    app = create_app(Settings.from_env(requeue_after=1, task_time_limit=1, task_soft_time_limit=1))
+    app = create_app(ServiceSettings.from_env(requeue_after=1, task_time_limit=1, task_soft_time_limit=1))
     c = keyed_client(app, "requeue-started")
     jobs = app.extensions["aurum.jobs"]
     published = lose_first_publish(monkeypatch, jobs, instead=lambda job_id: jobs.backend.store_result(
@@ -337,12 +337,12 @@ def test_a_revoked_job_is_cancelled_and_an_identical_upload_still_runs(client) -
 
     from .test_cache import unique_photo
 
-    data, owner, options = unique_photo(7400), "revoker", load_options_default()
     jobs = client.application.extensions["aurum.jobs"]
+    data, owner, options = unique_photo(7400), "revoker", load_options_default().resolve(jobs.settings)
     revoked = secrets.token_hex(16)
     jobs._save(revoked, {"kind": "single", "total": 1, "created_at": time.time(), "owner": owner, "images": []})
     jobs.backend.mark_as_revoked(revoked, "revoked by an operator")
-    key = cache_key(hashlib.sha256(data).hexdigest(), jobs.versions, options, jobs.settings, scope=owner)
+    key = cache_key(hashlib.sha256(data).hexdigest(), jobs.identity(), options, scope=owner)
     assert jobs.cache.claim(key, revoked, 60) is None  # it was computing this photo
     assert jobs.status(revoked, owner)["error"]["code"] == "JOB_CANCELLED"
     again, record = jobs.submit([data], options, batch=False, owner=owner)

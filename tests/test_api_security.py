@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from aurum.config import Settings
+from service.config import ServiceSettings
 
 from .conftest import photo_bytes
 from .test_api import keyed_client, upload
@@ -19,7 +19,7 @@ from .test_api import keyed_client, upload
 def app(worker):
     from api import create_app
 
-    return create_app(Settings.from_env(rate_limit="1000/minute", batch_image_limit="5/minute",
+    return create_app(ServiceSettings.from_env(rate_limit="1000/minute", batch_image_limit="5/minute",
                                         cors_origins="https://app.example.com, https://admin.example.com"))
 
 
@@ -157,8 +157,8 @@ def test_security_headers_on_every_answer(app) -> None:
 def test_auth_off_is_explicit(worker) -> None:
     from api import create_app
 
-    assert Settings.from_env().auth == "on"
-    open_app = create_app(Settings.from_env(auth="off")).test_client()
+    assert ServiceSettings.from_env().auth == "on"
+    open_app = create_app(ServiceSettings.from_env(auth="off")).test_client()
     assert upload(open_app, photo_bytes("astronaut.png"), wait="20").status_code == 200
 
 

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import redis as redis_lib
 
-from service.cache import ResultCache, cache_key
-from aurum.config import Settings
+from service.cache import ResultCache, cache_key, result_identity
+from service.config import ServiceSettings
 from aurum.schemas import ScoreOptions
 
 from .conftest import encode, photo_rgb
@@ -24,7 +24,7 @@ from .test_api import keyed_client, upload, wait_done
 def client(worker):
     from api import create_app
 
-    return keyed_client(create_app(Settings.from_env()), "cache-tests")
+    return keyed_client(create_app(ServiceSettings.from_env()), "cache-tests")
 
 
 @pytest.fixture
@@ -64,7 +64,7 @@ def test_options_that_change_the_result_are_part_of_the_key(client, fresh) -> No
     assert upload(client, data, wait="20").get_json()["result"]["cached"] is False
     with_embedding = upload(client, data, wait="20", return_embedding="true").get_json()
     assert with_embedding["result"]["cached"] is False and "embedding" in with_embedding["result"]["faces"][0]
-    explicit_default = upload(client, data, wait="20", max_faces=str(Settings.from_env().max_faces)).get_json()
+    explicit_default = upload(client, data, wait="20", max_faces=str(ServiceSettings.from_env().max_faces)).get_json()
     assert explicit_default["result"]["cached"] is True  # an omitted option equals its default
 
 
@@ -112,10 +112,11 @@ def test_delete_evicts_the_cached_result(client, fresh) -> None:
 
 def test_expiry_and_eviction_reach_l1(redis_server) -> None:
     r = redis_lib.Redis.from_url(f"{redis_server.url}/3")
-    cache = ResultCache(r, ttl=1, l1_size=4)
+    sealer = ServiceSettings.from_env().sealer
+    cache = ResultCache(r, sealer, ttl=1, l1_size=4)
     cache.put("k", {"faces": []})
     assert cache.get("k") == {"faces": []}
-    other_process = ResultCache(r, ttl=1)
+    other_process = ResultCache(r, sealer, ttl=1)
     other_process.evict("k")  # a deletion elsewhere reaches this process's L1 at once
     assert cache.get("k") is None
     cache.put("k", {"faces": []})
@@ -124,12 +125,11 @@ def test_expiry_and_eviction_reach_l1(redis_server) -> None:
 
 
 def test_model_version_change_misses() -> None:
-    settings = Settings.from_env()
-    opts = ScoreOptions()
-    old = cache_key("ab" * 32, {"yunet": "1", "facemesh": "1"}, opts, settings)
-    new = cache_key("ab" * 32, {"yunet": "1", "facemesh": "2"}, opts, settings)
-    assert old != new
-    assert old == cache_key("ab" * 32, {"facemesh": "1", "yunet": "1"}, opts, settings)
+    settings = ServiceSettings.from_env()
+    opts = ScoreOptions().resolve(settings)
+    key = lambda versions: cache_key("ab" * 32, result_identity(versions, settings), opts)  # noqa: E731
+    assert key({"yunet": "1", "facemesh": "1"}) != key({"yunet": "1", "facemesh": "2"})
+    assert key({"yunet": "1", "facemesh": "1"}) == key({"facemesh": "1", "yunet": "1"})
 
 
 def test_cache_clear_cli(client, redis_server) -> None:

@@ -117,6 +117,47 @@ def test_fallback_scores_locally_when_the_service_is_down(pipeline) -> None:
     assert info.value.code == "NO_FACE"
 
 
+def test_the_fallback_covers_every_call_that_scores(pipeline) -> None:
+    """score_batch, submit, get, wait and delete work with the service down: batches item by item
+    (a bad file keeps its own error in its place), submitted photos as local jobs."""
+    down = AurumClient(f"http://127.0.0.1:{free_port()}", api_key="ak_x", retries=1, backoff=0.01, fallback=True)
+    items = down.score_batch([photo_bytes("astronaut.png"), b"not an image", photo_bytes("coffee.png")])
+    assert isinstance(items[0], ScoreResult) and items[0].degraded
+    assert items[0].score == pipeline.score(photo_bytes("astronaut.png"))["faces"][0]["score"]["value"]
+    assert [getattr(i, "code", None) for i in items[1:]] == ["UNSUPPORTED_FORMAT", "NO_FACE"]
+    job = down.submit(photo_bytes("astronaut.png"), max_faces=1)
+    assert job.startswith("local-") and down.get(job)["status"] == "succeeded"
+    assert down.wait(job).degraded
+    failed = down.submit(photo_bytes("coffee.png"))
+    with pytest.raises(ServiceError) as info:
+        down.wait(failed)
+    assert info.value.code == "NO_FACE"
+    down.delete(job)
+    with pytest.raises(ServiceError) as info:
+        down.get(job)
+    assert info.value.code == "JOB_NOT_FOUND"
+    strict = AurumClient(down.base_url, retries=0)
+    for call in (lambda: strict.submit(photo_bytes("astronaut.png")),
+                 lambda: strict.score_batch([photo_bytes("astronaut.png")])):
+        with pytest.raises(ServiceUnavailable):
+            call()
+
+
+def test_a_submitted_job_is_scored_here_when_the_service_goes_away(stack) -> None:
+    """The client keeps the photo of a job it submitted (in memory) until the job ends: when the
+    service cannot be reached any more, wait() scores it here, marked degraded."""
+    client = AurumClient(stack.base, api_key=stack.http.headers["X-API-Key"], timeout=10, retries=1,
+                         backoff=0.01, fallback=True)
+    job = client.submit(unique_photo(4100))
+    client.base_url = f"http://127.0.0.1:{free_port()}"  # the service is gone for this client
+    result = client.wait(job, timeout=30)
+    assert result.degraded and result.job_id == "local-" + job and len(result.faces) == 1
+    finished = AurumClient(stack.base, api_key=stack.http.headers["X-API-Key"], timeout=10, fallback=True)
+    done = finished.submit(unique_photo(4101))
+    assert not finished.wait(done, timeout=60).degraded
+    assert done not in finished._pending  # a finished job's photo is not kept
+
+
 def test_cli_submit_and_status(stack, tmp_path) -> None:
     import json
     import subprocess

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from aurum.config import Settings
+from service.config import ServiceSettings
 
 from .test_api import keyed_client, upload, wait_done
 from .test_cache import unique_photo
@@ -26,7 +26,7 @@ SLOW = 4.0  # seconds a "slow" photo's job sleeps in the worker (AURUM_CHAOS)
 def app(worker):
     from api import create_app
 
-    return create_app(Settings.from_env(rate_limit="10000/minute", batch_image_limit="10000/minute"))
+    return create_app(ServiceSettings.from_env(rate_limit="10000/minute", batch_image_limit="10000/minute"))
 
 
 @pytest.fixture(scope="module")

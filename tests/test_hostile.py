@@ -7,7 +7,7 @@ import io
 
 import pytest
 
-from aurum.config import Settings
+from service.config import ServiceSettings
 
 from .conftest import photo_bytes
 from .hostile.corpus import Case, build_corpus
@@ -21,7 +21,7 @@ CORPUS = build_corpus(MAX_REQUEST)
 def client(worker):
     from api import create_app
 
-    return keyed_client(create_app(Settings.from_env(max_request_bytes=MAX_REQUEST, rate_limit="100000/minute")),
+    return keyed_client(create_app(ServiceSettings.from_env(max_request_bytes=MAX_REQUEST, rate_limit="100000/minute")),
                         "hostile")
 
 

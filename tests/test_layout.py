@@ -5,6 +5,8 @@ service nothing from Flask, the API or the workers. (The core's own rule: tests/
 from __future__ import annotations
 
 import ast
+import dataclasses
+import re
 from pathlib import Path
 
 import pytest
@@ -44,21 +46,46 @@ NOT_SETTINGS = {"AURUM_CHAOS", "AURUM_URL", "AURUM_API_KEY", "PROMETHEUS_MULTIPR
                 "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND", "FLOWER_BASIC_AUTH"}
 
 
+ENV_READ = re.compile(r"environ(?:\.get)?[\[(]\s*\"([A-Z][A-Z0-9_]+)\"")
+
+
+def _sources() -> list[Path]:
+    paths = [p for package in ("aurum", "service", "api", "workers") for p in (ROOT / package).rglob("*.py")]
+    return paths + [ROOT / "celeryconfig.py", ROOT / "gunicorn.conf.py", ROOT / "flowerconfig.py"]
+
+
 def test_every_variable_is_a_setting_and_in_the_readme() -> None:
-    """Every environment variable the code reads is declared once in aurum.config.Settings (so
-    `aurum config` prints it and a bad value fails at start), or is one of NOT_SETTINGS; the
-    README's configuration table lists exactly the settings."""
-    import re
+    """Every environment variable the code reads is declared once in the settings (the core's,
+    aurum.config.Settings, and the job service's on top, service.config.ServiceSettings), so
+    `aurum config` prints it and a bad value fails at start, or is one of NOT_SETTINGS; only the
+    settings read a setting's variable; the README's configuration table lists exactly them."""
+    from service.config import ServiceSettings
 
-    from aurum.config import Settings
-
-    declared = {env for env, _, _ in Settings.describe()}
-    read = set()
-    for package in ("aurum", "service", "api", "workers"):
-        for path in (ROOT / package).rglob("*.py"):
-            read |= set(re.findall(r"environ(?:\.get)?[\[(]\s*\"([A-Z][A-Z0-9_]+)\"", path.read_text()))
-    for path in (ROOT / "celeryconfig.py", ROOT / "gunicorn.conf.py", ROOT / "flowerconfig.py"):
-        read |= set(re.findall(r"environ(?:\.get)?[\[(]\s*\"([A-Z][A-Z0-9_]+)\"", path.read_text()))
+    declared = {env for env, _, _ in ServiceSettings.describe()}
+    read, read_directly = set(), {}
+    for path in _sources():
+        found = set(ENV_READ.findall(path.read_text()))
+        read |= found
+        if found & declared:
+            read_directly[str(path.relative_to(ROOT))] = sorted(found & declared)
     assert read - declared - NOT_SETTINGS == set()
+    assert read_directly == {}  # e.g. sealing reading AURUM_ENCRYPTION_KEYS itself
     table = set(re.findall(r"^\| `([A-Z][A-Z0-9_]+)` \|", (ROOT / "README.md").read_text(), re.M))
     assert declared - table == set() and table - declared <= NOT_SETTINGS
+
+
+def test_settings_are_built_once_per_process_and_passed_down() -> None:
+    """Settings come from the environment at a process's entry: the CLI (once per command), the
+    job service's :func:`service.config.current` (the API's factory, the Celery configuration and
+    the workers take that one object), and a bare ``Pipeline()`` for library use. Every other
+    module is handed its settings. The core's settings hold no job-service setting."""
+    from aurum.config import Settings
+    from service import config
+    from service.config import ServiceSettings
+
+    sites = sorted(str(p.relative_to(ROOT)) for p in _sources() if "from_env(" in p.read_text())
+    assert sites == ["aurum/cli.py", "aurum/config.py", "aurum/pipeline.py", "service/config.py"]
+    assert config.current() is config.current()
+    core = {f.name for f in dataclasses.fields(Settings)}
+    assert core < {f.name for f in dataclasses.fields(ServiceSettings)}
+    assert not core & {"redis_url", "encryption_keys", "auth", "sentry_dsn", "cache_ttl", "task_time_limit"}

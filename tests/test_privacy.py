@@ -54,7 +54,7 @@ def test_photo_and_embedding_never_at_rest_in_clear(tmp_path, encryption: str) -
 
 
 def test_keygen_makes_a_usable_key() -> None:
-    from aurum.sealing import parse_keys
+    from service.sealing import parse_keys
 
     out = subprocess.run([sys.executable, "-m", "aurum", "keygen", "--id", "k7"], capture_output=True, text=True,
                          check=True)
@@ -64,7 +64,7 @@ def test_keygen_makes_a_usable_key() -> None:
 
 
 def test_sealing_rotation_tampering_and_context() -> None:
-    from aurum.sealing import SealingError, new_key, parse_keys
+    from service.sealing import SealingError, new_key, parse_keys
 
     old, new = new_key("old"), new_key("new")
     sealed_by_old = parse_keys(old).seal(b"photo", b"aurum:image:1")

@@ -8,14 +8,14 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 
-from aurum.config import Settings
+from service.config import ServiceSettings
 
 
 @pytest.fixture(scope="module")
 def app_and_key(worker):
     from api import create_app
 
-    app = create_app(Settings.from_env(rate_limit="1000000/minute", batch_image_limit="1000000/minute"))
+    app = create_app(ServiceSettings.from_env(rate_limit="1000000/minute", batch_image_limit="1000000/minute"))
     token, _ = app.extensions["aurum.keys"].create("schemathesis")
     return app, token
 

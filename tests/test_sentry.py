@@ -10,8 +10,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from aurum.config import Settings
-from aurum.privacy import REMOVED, scrub_event
+from service.config import ServiceSettings
+from service.privacy import REMOVED, scrub_event
 
 from .conftest import photo_bytes
 
@@ -60,7 +60,7 @@ def test_api_error_reaches_sentry_without_image_or_key(sentry, celery_app, monke
 
     from api import create_app
 
-    app = create_app(Settings.from_env(sentry_dsn=sentry.dsn))
+    app = create_app(ServiceSettings.from_env(sentry_dsn=sentry.dsn))
     token, _ = app.extensions["aurum.keys"].create(f"sentry-{uuid.uuid4().hex[:6]}")
     marker = f"boom-{uuid.uuid4().hex}"
 

@@ -248,17 +248,22 @@ def test_confidence_falls_with_blur(pipeline: Pipeline) -> None:
     assert soft["score"]["confidence"] < clean["score"]["confidence"]
 
 
-def test_what_changes_a_result_is_part_of_the_cache_key(settings) -> None:
+def test_what_changes_a_result_is_part_of_the_cache_key() -> None:
     """always_score, the landmark passes and the thresholds that decide withholding."""
     import dataclasses
 
-    from service.cache import cache_key
+    from service.cache import cache_key, result_identity
+    from service.config import ServiceSettings
 
-    key = cache_key("x", {}, ScoreOptions(), settings)
-    assert key != cache_key("x", {}, ALWAYS, settings)
-    for change in ({"mesh_passes": 1}, {"q_min_sharpness": 0.5}, {"q_min_eyes_visible": 0.6}):
-        assert key != cache_key("x", {}, ScoreOptions(), dataclasses.replace(settings, **change))
-    assert key == cache_key("x", {}, ScoreOptions(), dataclasses.replace(settings, redis_url="redis://elsewhere"))
+    def key(options: ScoreOptions, settings: ServiceSettings) -> str:
+        return cache_key("x", result_identity({}, settings), options.resolve(settings))
+
+    ours = ServiceSettings.from_env()
+    assert key(ScoreOptions(), ours) != key(ALWAYS, ours)
+    assert key(ScoreOptions(), ours) == key(ScoreOptions(max_faces=ours.max_faces), ours)  # resolved: the same
+    for change in ({"mesh_passes": 1}, {"q_min_sharpness": 0.5}, {"q_min_eyes_visible": 0.6}, {"max_faces": 3}):
+        assert key(ScoreOptions(), ours) != key(ScoreOptions(), dataclasses.replace(ours, **change))
+    assert key(ScoreOptions(), ours) == key(ScoreOptions(), dataclasses.replace(ours, redis_url="redis://elsewhere"))
 
 
 def test_the_degraded_path_withholds_too(settings) -> None:

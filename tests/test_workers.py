@@ -172,14 +172,15 @@ def test_a_bug_fails_the_job_internal_error_without_retry_or_fallback(worker, mo
     assert calls["n"] == 1 and failure(raised.value)["error"]["code"] == "INTERNAL_ERROR"
 
 
-def test_models_that_cannot_load_go_straight_to_the_fallback(worker, tmp_path, monkeypatch, settings) -> None:
+def test_models_that_cannot_load_go_straight_to_the_fallback(worker, tmp_path, monkeypatch, service_env,
+                                                             settings) -> None:
     """A real load failure: a model file that no longer matches its checksum."""
     from workers import runtime, tasks
 
     models = tmp_path / "models"
     shutil.copytree(settings.models_dir, models)
     (models / "facemesh.onnx").write_bytes(b"corrupted")
-    monkeypatch.setenv("AURUM_MODELS_DIR", str(models))
+    service_env(AURUM_MODELS_DIR=str(models))
     monkeypatch.setattr(runtime, "_pipeline", None)
     result = tasks.score_image.apply_async(args=(put(photo_bytes("astronaut.png")),)).get(timeout=30)
     assert result["degraded"] is True and "MODEL_CHECKSUM_MISMATCH" in result["degraded_reason"]
@@ -259,7 +260,7 @@ def test_worker_thread_budget() -> None:
     assert ort_threads(8, cores=2) == 1
 
 
-def test_gpu_pinning_wiring_falls_back_to_cpu_here(monkeypatch, caplog) -> None:
+def test_gpu_pinning_wiring_falls_back_to_cpu_here(monkeypatch, service_env, caplog) -> None:
     """AURUM_DEVICE=cuda, AURUM_GPUS=3,5: child 1 asks for GPU 5; without a CUDA provider it
     runs on the CPU with one warning (this machine has no GPU)."""
     import logging
@@ -267,8 +268,7 @@ def test_gpu_pinning_wiring_falls_back_to_cpu_here(monkeypatch, caplog) -> None:
     from aurum import store
     from workers import runtime
 
-    monkeypatch.setenv("AURUM_DEVICE", "cuda")
-    monkeypatch.setenv("AURUM_GPUS", "3,5")
+    service_env(AURUM_DEVICE="cuda", AURUM_GPUS="3,5")
     monkeypatch.setattr(store, "_warned_no_cuda", False)
     with caplog.at_level(logging.WARNING, logger="aurum.store"):
         pipe = runtime.load(child_index=1, concurrency=2)
@@ -289,17 +289,20 @@ def test_ready_reads_heartbeats_not_a_broadcast(redis_server, monkeypatch) -> No
     from celery.app.control import Control
 
     from api.health import Health
-    from aurum.sealing import new_key, parse_keys
+    from service.config import ServiceSettings
+    from service.sealing import new_key, parse_keys
     from service import heartbeats, keyspace
+
+    def health_with(keys: str) -> Health:
+        return Health(client, ServiceSettings.from_env(encryption_keys=keys))
 
     monkeypatch.setattr(Control, "ping", lambda *a, **k: pytest.fail("a broadcast from /ready"))
     client = redis_lib.Redis.from_url(f"{redis_server.url}/0")  # this module's worker beats in /1
     client.delete(keyspace.HEARTBEATS, keyspace.WORKERS)
     ours = new_key("k1")
-    monkeypatch.setenv("AURUM_ENCRYPTION_KEYS", ours)
     prints = list(parse_keys(ours).fingerprints)
     record = {"hostname": "celery@host", "child": 1, "queues": ["fallback", "score"], "keys": prints, "models": []}
-    health = Health(client)
+    health = health_with(ours)
     ok, body = health.readiness()
     assert not ok and body["reasons"] == ["NO_WORKER"]
     client.zadd(keyspace.HEARTBEATS, {"celery@old:0": time.time() - heartbeats.TTL - 1})
@@ -312,10 +315,9 @@ def test_ready_reads_heartbeats_not_a_broadcast(redis_server, monkeypatch) -> No
     heartbeats.beat(client, "celery@host:1", {**record, "keys": list(parse_keys(new_key("k1")).fingerprints)})
     assert health.readiness()[1]["reasons"] == ["KEY_MISMATCH"]  # same key id, other key
     heartbeats.beat(client, "celery@host:1", record)
-    monkeypatch.setenv("AURUM_ENCRYPTION_KEYS", "")
-    assert health.readiness()[1]["reasons"] == ["NO_ENCRYPTION_KEY"]
-    monkeypatch.setenv("AURUM_ENCRYPTION_KEYS", f"{new_key('k2')},{ours}")  # rotating: k2 seals, k1 still opens
-    assert health.readiness()[1]["reasons"] == ["KEY_MISMATCH"]  # the workers cannot open k2 yet
+    assert health_with("").readiness()[1]["reasons"] == ["NO_ENCRYPTION_KEY"]
+    rotating = health_with(f"{new_key('k2')},{ours}")  # k2 seals, k1 still opens
+    assert rotating.readiness()[1]["reasons"] == ["KEY_MISMATCH"]  # the workers cannot open k2 yet
     heartbeats.stop(client, "celery@host:1")
     assert health.live_children() == {}
 
@@ -325,7 +327,7 @@ def test_a_loaded_child_beats(worker) -> None:
 
     import redis as redis_lib
 
-    from aurum.config import Settings
+    from service.config import ServiceSettings as Settings
     from service import heartbeats
 
     client = redis_lib.Redis.from_url(Settings.from_env().redis_url)  # the database the worker uses

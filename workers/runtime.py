@@ -10,18 +10,21 @@ from typing import Any
 
 import redis
 
-from aurum.config import Settings
-from aurum.sealing import sealer
+import dataclasses
+
 from aurum.pipeline import Pipeline
 from aurum.store import gpu_for_child
 
-from service.cache import ResultCache
-from service import heartbeats
+from service import config, heartbeats
+from service.cache import ResultCache, result_identity
+from service.config import ServiceSettings
 from service.images import ImageStore
 
 log = logging.getLogger(__name__)
 
 _pipeline: Pipeline | None = None
+_settings: ServiceSettings | None = None  # the process's, with this child's threads and GPU
+_identity: dict[str, Any] | None = None
 _images: ImageStore | None = None
 _cache: ResultCache | None = None
 
@@ -43,7 +46,7 @@ def start_heartbeat(member: str, info: dict[str, Any]) -> None:
     interpreter exit inside a shared pool's lock would deadlock whoever closes that pool."""
     stop_heartbeats()  # a process beats for one child: the one it is now
     stop = threading.Event()
-    client = redis.Redis.from_url(Settings.from_env().redis_url, socket_timeout=2, socket_connect_timeout=2)
+    client = redis.Redis.from_url(settings().redis_url, socket_timeout=2, socket_connect_timeout=2)
 
     def beat() -> None:
         try:
@@ -76,43 +79,61 @@ def stop_heartbeats() -> None:
 
 def load(child_index: int = 0, concurrency: int | None = None, hostname: str | None = None) -> Pipeline:
     """Create this process's ONNX sessions (call after fork) and warm every model up once."""
-    global _pipeline
-    base = Settings.from_env()
+    global _pipeline, _settings, _identity
+    base = config.current()
     overrides = {}
-    if not os.environ.get("AURUM_ORT_THREADS"):
+    if not base.ort_threads:
         overrides["ort_threads"] = ort_threads(concurrency)
     if base.device == "cuda":
         overrides["gpus"] = (gpu_for_child(child_index, base.gpus),)
-    settings = Settings.from_env(**overrides)
+    _settings = child = dataclasses.replace(base, **overrides)
     start = time.perf_counter()
-    pipeline = Pipeline(settings)
+    pipeline = Pipeline(child)
     pipeline.load(embedding=True)
     _pipeline = pipeline
+    _identity = None
     from .metrics import MODEL_LOAD_SECONDS
 
     MODEL_LOAD_SECONDS.observe(time.perf_counter() - start)
     if hostname:
         start_heartbeat(f"{hostname}:{child_index}", child_record(hostname, child_index, pipeline))
     log.info("child %d: models loaded in %.0f ms (device %s, gpu %s, %d ORT threads)",
-             child_index, (time.perf_counter() - start) * 1000, settings.device,
-             settings.gpus[0] if settings.device == "cuda" else "-", settings.ort_threads)
+             child_index, (time.perf_counter() - start) * 1000, child.device,
+             child.gpus[0] if child.device == "cuda" else "-", child.ort_threads)
     return pipeline
 
 
 def child_record(hostname: str, child_index: int, pipeline: Pipeline) -> dict[str, Any]:
     """What this child tells the API with each beat: what it loaded (model status), the queues
-    its worker consumes and its encryption keys' fingerprints (readiness)."""
+    its worker consumes and its encryption keys' fingerprints (readiness), and its result
+    identity (the API makes cache keys with it)."""
     from service.queue import app
 
     try:
-        keys = sealer().identity
+        keys = settings().sealer.identity
     except Exception:  # no keys configured: the API's readiness says so
         keys = []
     return {"hostname": hostname, "child": child_index, "pid": os.getpid(), "loaded_at": time.time(),
             "device": pipeline.settings.device,
             "models": [m for m in pipeline.store.describe() if m["provider"] is not None],
             "queues": sorted(app.amqp.queues.consume_from or app.amqp.queues),
-            "keys": keys}
+            "keys": keys,
+            "result": identity()}
+
+
+def settings() -> ServiceSettings:
+    """This child's settings: the process's (:func:`service.config.current`), with the ONNX
+    Runtime threads and GPU it was given when its models were loaded."""
+    return _settings or config.current()
+
+
+def identity() -> dict[str, Any]:
+    """This child's result identity (service/cache.py): what its cache keys are made with."""
+    global _identity
+    if _identity is None:
+        p = pipeline()
+        _identity = result_identity(p.versions(), p.settings)
+    return _identity
 
 
 def pipeline() -> Pipeline:
@@ -123,8 +144,8 @@ def pipeline() -> Pipeline:
 def images() -> ImageStore:
     global _images
     if _images is None:
-        settings = Settings.from_env()
-        _images = ImageStore.from_url(settings.redis_url, ttl=settings.image_ttl)
+        s = settings()
+        _images = ImageStore.from_url(s.redis_url, s.sealer, ttl=s.image_ttl)
     return _images
 
 
@@ -132,17 +153,18 @@ def cache() -> ResultCache | None:
     """This process's result cache (L1 here, L2 in Redis); None when AURUM_CACHE_TTL is 0."""
     global _cache
     if _cache is None:
-        settings = Settings.from_env()
-        if settings.cache_ttl <= 0:
+        s = settings()
+        if s.cache_ttl <= 0:
             return None
-        _cache = ResultCache(images().redis, settings.cache_ttl, settings.cache_l1_size, settings.cache_l1_ttl)
+        _cache = ResultCache(images().redis, s.sealer, s.cache_ttl, s.cache_l1_size, s.cache_l1_ttl)
     return _cache
 
 
 def reset() -> None:
     """Forget per-process state (tests, and after a configuration change)."""
-    global _pipeline, _images, _cache
+    global _pipeline, _settings, _identity, _images, _cache
     stop_heartbeats()
-    _pipeline = None
+    config.reset()
+    _pipeline = _settings = _identity = None
     _images = None
     _cache = None

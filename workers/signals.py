@@ -11,7 +11,7 @@ from celery.signals import (celeryd_init, setup_logging, task_postrun, task_prer
 
 from aurum import logs
 
-from service import done
+from service import config, done
 
 from . import runtime
 from .app import app
@@ -19,7 +19,7 @@ from .app import app
 
 @setup_logging.connect
 def configure_logging(**_: object) -> None:
-    logs.configure()  # connecting this signal also stops Celery from installing its own handlers
+    logs.configure(config.current().log_level)  # connecting this signal also stops Celery from installing its own handlers
     # Celery's trace logger prints each task's return value at INFO: results hold landmarks and
     # embeddings, which never go to logs. Our own "job" line records every outcome instead.
     logging.getLogger("celery.app.trace").setLevel(logging.WARNING)
@@ -39,10 +39,9 @@ def remember_nodename(sender=None, **_: object) -> None:
 @celeryd_init.connect
 def start_error_reporting(**_: object) -> None:
     """Sentry in the worker's main process (the pool children inherit it), when SENTRY_DSN is set."""
-    from aurum.config import Settings
-    from aurum.privacy import init_sentry
+    from service.privacy import init_sentry
 
-    settings = Settings.from_env()
+    settings = config.current()
     if settings.sentry_dsn:
         from sentry_sdk.integrations.celery import CeleryIntegration
 
@@ -92,9 +91,7 @@ def start_metrics_exporter(child_index: int) -> None:
     AURUM_METRICS_BIND (default 127.0.0.1). A replacement child takes over its predecessor's
     index, hence its port. (Multiprocess mode is not an option here: the celery command imports
     prometheus_client before any of our code could point it at a shared directory.)"""
-    from aurum.config import Settings
-
-    settings = Settings.from_env()
+    settings = config.current()
     if not settings.worker_metrics_port:
         return
     from prometheus_client import start_http_server

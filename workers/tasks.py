@@ -20,11 +20,10 @@ from celery import Task, states
 from celery.exceptions import Ignore, Retry, SoftTimeLimitExceeded
 
 from aurum import errors, fallback
-from aurum.config import Settings
 from aurum.schemas import load_options
-from service import keyspace
+from service import config, keyspace
 from service.contract import HEADERS, SCORE_BATCH, SCORE_FALLBACK, SCORE_IMAGE, JobFailed
-from service.cache import cache_key
+from service.cache import cache_key, identity_digest
 from service.images import ImageExpired
 
 from . import chaos, metrics, runtime
@@ -32,7 +31,7 @@ from .app import app
 
 log = logging.getLogger(__name__)
 
-SETTINGS = Settings.from_env()
+SETTINGS = config.current()
 MAX_DELIVERIES = SETTINGS.max_deliveries
 MAX_RETRIES = SETTINGS.max_retries
 DEAD_LETTERS_KEPT = 1000  # the newest poison job ids, for an operator to look at
@@ -258,8 +257,15 @@ def _remember(task: Task, key: str, outcome: dict[str, Any] | errors.AurumError)
 
 
 def _key_for(data: bytes, opts) -> str:
-    pipe = runtime.pipeline()
-    return cache_key(hashlib.sha256(data).hexdigest(), pipe.versions(), opts, pipe.settings)
+    """The unscoped key of a job published directly (not through the API)."""
+    return cache_key(hashlib.sha256(data).hexdigest(), runtime.identity(), opts.resolve(runtime.settings()))
+
+
+def _usable(task: Task, key: str) -> str:
+    """The API's cache key, or "" (no caching) when the API made it for another result identity
+    than this child's (models or settings differ during a rolling upgrade): its entry would lie."""
+    made_for = header(task, "aurum_identity")
+    return "" if key and made_for and made_for != identity_digest(runtime.identity()) else key
 
 
 @app.task(name=SCORE_IMAGE, bind=True, base=ScoringTask, throws=(JobFailed,))
@@ -273,8 +279,9 @@ def score_image(self: ScoringTask, image_key: str, options: dict | None = None,
         opts = load_options(options)
         data = runtime.images().get(image_key)
         pipe = runtime.pipeline()
-        key = _key_for(data, opts) if cache_key is None else cache_key
-        self.request.aurum_claims = (key,) if key else ()  # identical submissions follow this job until it ends
+        claim = _key_for(data, opts) if cache_key is None else cache_key
+        self.request.aurum_claims = (claim,) if claim else ()  # identical submissions follow this job until it ends
+        key = _usable(self, claim)
         hit = _cached(key)
         if hit is not None:
             if "error" in hit:
@@ -308,7 +315,7 @@ def score_batch(self: ScoringTask, image_keys: list[str], options: dict | None =
             datas, missing = _fetch(image_keys[start:start + BATCH_CHUNK])
             outcomes: list[Any] = [None] * len(datas)
             given = (cache_keys or [None] * total)[start:start + BATCH_CHUNK]
-            keys = [None if i in missing else _key_for(d, opts) if given[i] is None else given[i]
+            keys = [None if i in missing else _key_for(d, opts) if given[i] is None else _usable(self, given[i])
                     for i, d in enumerate(datas)]
             run = []
             for i, key in enumerate(keys):
@@ -334,7 +341,7 @@ def score_fallback(self: ScoringTask, image_keys: list[str], options: dict | Non
     """The degraded path (OpenCV Haar cascades, no ONNX Runtime); results say degraded: true."""
     with job_outcome(self, tuple(image_keys), options, batch):
         opts = load_options(options)
-        settings = Settings.from_env()
+        settings = runtime.settings()
         datas, missing = _fetch(image_keys)
         results: list = []
         for i, data in enumerate(datas):

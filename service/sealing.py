@@ -14,14 +14,16 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import logging
 import os
 import secrets
 from dataclasses import dataclass
+from functools import lru_cache
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from . import errors
+from aurum import errors
 
 log = logging.getLogger(__name__)
 MAGIC = b"AUR\x01"
@@ -50,6 +52,11 @@ def new_key(key_id: str | None = None) -> str:
 class Sealer:
     keys: tuple[tuple[bytes, AESGCM], ...]  # (id, cipher); the first one seals
     fingerprints: tuple[str, ...] = ()     # "id:hash" per key, same order: tells two processes' keys apart
+    configured: bool = True                # False: no keys given; every use raises EncryptionNotConfigured
+
+    def _check(self) -> None:
+        if not self.configured:
+            raise EncryptionNotConfigured()
 
     @property
     def enabled(self) -> bool:
@@ -59,17 +66,26 @@ class Sealer:
     def identity(self) -> list[str]:
         """What two processes compare to know each opens what the other seals: the keys'
         fingerprints (sealing key first), or ["off"]."""
+        self._check()
         return list(self.fingerprints) if self.keys else ["off"]
 
     def seal(self, data: bytes, context: bytes = b"") -> bytes:
         """``context`` (e.g. the Redis key) is authenticated: a blob moved elsewhere won't open."""
         if not self.keys:
+            self._check()
             return data
         key_id, cipher = self.keys[0]
         nonce = os.urandom(12)
         return MAGIC + bytes([len(key_id)]) + key_id + nonce + cipher.encrypt(nonce, data, context)
 
+    def seal_json(self, obj: object, context: bytes) -> bytes:
+        return self.seal(json.dumps(obj).encode(), context)
+
+    def unseal_json(self, blob: bytes, context: bytes) -> object:
+        return json.loads(self.unseal(blob, context))
+
     def unseal(self, blob: bytes, context: bytes = b"") -> bytes:
+        self._check()
         if not blob.startswith(MAGIC):
             if self.keys:
                 raise SealingError("Stored data is not sealed although encryption is on.")
@@ -104,16 +120,14 @@ def parse_keys(spec: str) -> Sealer:
     return Sealer(tuple(keys), tuple(prints))
 
 
-_cached: tuple[str, Sealer] | None = None
-
-
-def sealer() -> Sealer:
-    """The process's sealer, from AURUM_ENCRYPTION_KEYS (re-read when the variable changes)."""
-    global _cached
-    spec = os.environ.get("AURUM_ENCRYPTION_KEYS", "")
-    if _cached is None or _cached[0] != spec:
+@lru_cache(maxsize=8)
+def sealer(spec: str) -> Sealer:
+    """The sealer for an ``AURUM_ENCRYPTION_KEYS`` value (parsed once per value). Without a
+    value it raises EncryptionNotConfigured when used, not when made: readiness reports it."""
+    try:
         result = parse_keys(spec)
-        if not result.enabled:
-            log.warning("AURUM_ENCRYPTION_KEYS=off: images and results are stored in Redis unencrypted")
-        _cached = (spec, result)
-    return _cached[1]
+    except EncryptionNotConfigured:
+        return Sealer((), configured=False)
+    if not result.enabled:
+        log.warning("AURUM_ENCRYPTION_KEYS=off: images and results are stored in Redis unencrypted")
+    return result

@@ -1,0 +1,93 @@
+"""The job service's settings: the core's (:class:`aurum.config.Settings`) and the API's and
+workers' own, read from the environment once per process (:func:`current`) and passed down.
+
+``aurum config`` prints every one of them and the README's table is the same list
+(tests/test_layout.py compares them with what the code reads).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from functools import cached_property
+from typing import ClassVar
+
+from aurum.config import Settings, setting
+
+from .sealing import Sealer, sealer
+
+
+@dataclass(frozen=True)
+class ServiceSettings(Settings):
+    """What the API and the workers read, on top of the core's settings."""
+
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {
+        **Settings.CHOICES, "auth": ("on", "off"), "serializer": ("json", "msgpack")}
+
+    redis_url: str = setting("AURUM_REDIS_URL", "redis://localhost:6379/0",
+                             "Redis for broker, results, image store, cache and limits.")
+    result_ttl: int = setting("AURUM_RESULT_TTL", 3600, "Seconds a job's result is kept (privacy TTL).")
+    image_ttl: int = setting("AURUM_IMAGE_TTL", 600, "Seconds an uploaded image may wait in Redis for a worker.")
+    max_batch: int = setting("AURUM_MAX_BATCH", 32, "Most images in one batch request.")
+    max_wait: int = setting("AURUM_MAX_WAIT", 30, "Longest ?wait= a request may ask for, seconds.")
+    max_request_bytes: int = setting("AURUM_MAX_REQUEST_BYTES", 64 * 1024 * 1024,
+                                     "Largest request body, bytes (checked before reading it).")
+    max_retries: int = setting("AURUM_MAX_RETRIES", 3, "Retries of a retryable failure before the fallback.")
+    max_deliveries: int = setting("AURUM_MAX_DELIVERIES", 3,
+                                  "Deliveries of one job (worker deaths) before POISON_MESSAGE.")
+    task_soft_time_limit: int = setting("AURUM_TASK_SOFT_TIME_LIMIT", 20, "Seconds before a job is asked to stop.")
+    task_time_limit: int = setting("AURUM_TASK_TIME_LIMIT", 30, "Seconds before a job's process is killed.")
+    requeue_after: int = setting("AURUM_REQUEUE_AFTER", 300,
+                                 "Seconds a job may wait, never started, before a status read publishes it again.")
+    prefetch: int = setting("AURUM_PREFETCH", 1, "Messages each worker process reserves ahead.")
+    cache_ttl: int = setting("AURUM_CACHE_TTL", 3600, "Seconds a cached result is kept (0: no cache).")
+    cache_l1_size: int = setting("AURUM_CACHE_L1_SIZE", 1024, "Results kept in each process's in-memory cache.")
+    cache_l1_ttl: int = setting("AURUM_CACHE_L1_TTL", 300, "Seconds a process keeps a result in memory.")
+    auth: str = setting("AURUM_AUTH", "on", "API keys required (on) or not (off: local development only).")
+    rate_limit: str = setting("AURUM_RATE_LIMIT", "600/minute;30/second",
+                              "Default per-key request limits (a fixed window and a burst window).")
+    batch_image_limit: str = setting("AURUM_BATCH_IMAGE_LIMIT", "1200/minute", "Per-key images submitted in batches.")
+    cors_origins: str = setting("AURUM_CORS_ORIGINS", "", "Comma-separated origins allowed by CORS (none by default).")
+    encryption_keys: str = setting("AURUM_ENCRYPTION_KEYS", "",
+                                   "AES-GCM keys sealing what Redis keeps: 'id:base64key,...' (first seals; "
+                                   "`aurum keygen`), or 'off' (local development). Required by the service.")
+    sentry_dsn: str = setting("SENTRY_DSN", "", "Sentry DSN; error reporting is on when it is set.")
+    sentry_environment: str = setting("SENTRY_ENVIRONMENT", "production", "Sentry environment name.")
+    serializer: str = setting("AURUM_SERIALIZER", "json", "Celery message and result serializer: json or msgpack.")
+    task_events: bool = setting("AURUM_TASK_EVENTS", False,
+                                "Celery task events from the start (Flower turns them on itself while it runs; "
+                                "they cost ~40 % of a worker's main-process CPU).")
+    worker_metrics_port: int = setting("AURUM_WORKER_METRICS_PORT", 0,
+                                       "First port of the workers' Prometheus exporters (child i serves port + i; "
+                                       "0: none). The Procfile sets 9808.")
+    metrics_bind: str = setting("AURUM_METRICS_BIND", "127.0.0.1", "Address the workers' exporters listen on.")
+    worker_init_timeout: float = setting("AURUM_WORKER_INIT_TIMEOUT", 30.0,
+                                         "Seconds a pool child may take to load and warm its models.")
+
+    @cached_property
+    def sealer(self) -> Sealer:
+        """What seals and opens everything kept in Redis, from ``AURUM_ENCRYPTION_KEYS``
+        (raises :class:`service.sealing.EncryptionNotConfigured` when it is empty)."""
+        return sealer(self.encryption_keys)
+
+
+_current: ServiceSettings | None = None
+_lock = threading.Lock()
+
+
+def current() -> ServiceSettings:
+    """This process's settings, read from the environment the first time they are needed (a
+    bad value raises ValueError with the variable's name); every later call returns the same
+    object."""
+    global _current
+    with _lock:
+        if _current is None:
+            _current = ServiceSettings.from_env()
+        return _current
+
+
+def reset() -> None:
+    """Read the environment again at the next :func:`current` (tests that change it)."""
+    global _current
+    with _lock:
+        _current = None
