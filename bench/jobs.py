@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from pipeline import selfies, two_processes  # noqa: E402
-from tests.redis_server import RedisServer  # noqa: E402
+from tests.helpers.redis_server import RedisServer  # noqa: E402
 
 CONFIGS = [("json", 1), ("msgpack", 1), ("json", 4)]
 

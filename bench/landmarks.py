@@ -61,7 +61,7 @@ def make(out_dir: Path) -> list[Path]:
     import cv2
     from PIL import Image
 
-    from tests.devset import devset_photos
+    from tests.helpers.devset import devset_photos
 
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []

@@ -42,7 +42,7 @@ from service.sealing import new_key  # noqa: E402
 from pipeline import selfies, two_processes  # noqa: E402
 
 os.environ.setdefault("AURUM_ENCRYPTION_KEYS", new_key("bench"))
-from tests.stack import Stack  # noqa: E402
+from tests.helpers.stack import Stack  # noqa: E402
 
 TICKS = os.sysconf("SC_CLK_TCK")
 

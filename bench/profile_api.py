@@ -69,7 +69,7 @@ def main() -> int:
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
 
-    from tests.redis_server import RedisServer
+    from tests.helpers.redis_server import RedisServer
 
     with tempfile.TemporaryDirectory() as tmp:
         server = RedisServer(Path(tmp)).start()

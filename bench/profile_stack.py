@@ -31,7 +31,7 @@ from load import Bench, tree, wrk  # noqa: E402
 from pipeline import selfies  # noqa: E402
 
 os.environ.setdefault("AURUM_ENCRYPTION_KEYS", new_key("bench"))
-from tests.stack import Stack  # noqa: E402
+from tests.helpers.stack import Stack  # noqa: E402
 
 
 def summarise(path: Path, top: int) -> str:

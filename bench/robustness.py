@@ -4,7 +4,7 @@ verdict catches what it must, and how the score spreads between people and withi
     python3 bench/robustness.py [--photos 'DIR/*.jpg' ...] [--json bench/results/robustness.json]
                                 [--plot bench/results/robustness.png]
 
-Faces: the development set (``tests/devset.py``: real photos of different people from registry
+Faces: the development set (``tests/helpers/devset.py``: real photos of different people from registry
 packages, fetched once into a cache) plus the repository's own portraits, or the photos given.
 Each face's primary detection is edited in memory:
 
@@ -226,7 +226,7 @@ def _match(result: dict | AurumError, where: np.ndarray, ref: dict) -> dict | No
 
 
 def load_faces(paths: list[Path]) -> list[tuple[str, str, np.ndarray]]:
-    from tests.devset import person
+    from tests.helpers.devset import person
 
     return [(person(path), path.name, np.asarray(Image.open(path).convert("RGB"))) for path in paths]
 
@@ -334,7 +334,7 @@ def summarise(per_face: list[dict]) -> dict:
 
 
 def default_photos() -> list[Path]:
-    from tests.devset import devset_photos
+    from tests.helpers.devset import devset_photos
     return devset_photos()
 
 

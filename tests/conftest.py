@@ -1,53 +1,20 @@
-"""Shared fixtures: real photos, composites made from them, and one pipeline per session."""
+"""Shared fixtures: one pipeline per session, our own Redis, the Celery app and a worker.
+Helpers (photos, the API test client, the stack) live in tests/helpers/."""
 
 from __future__ import annotations
 
-import io
 import os
-from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from aurum.config import Settings
 from aurum.pipeline import Pipeline
 
-PHOTOS = Path(__file__).parent / "photos"
+from tests.helpers.photos import photo_bytes
+
 # One test key for the whole run (and the processes the tests start): what Aurum keeps in Redis
 # is sealed with it, as in production.
 os.environ.setdefault("AURUM_ENCRYPTION_KEYS", "test1:" + "dGVzdC1rZXktMzItYnl0ZXMtZm9yLWF1cnVtLXRlc3Q=")
-
-
-def photo_bytes(name: str) -> bytes:
-    return (PHOTOS / name).read_bytes()
-
-
-def photo_rgb(name: str) -> np.ndarray:
-    return np.asarray(Image.open(PHOTOS / name).convert("RGB"))
-
-
-def encode(rgb: np.ndarray, fmt: str = "PNG", **params) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(rgb).save(buf, format=fmt, **params)
-    return buf.getvalue()
-
-
-def resize(rgb: np.ndarray, factor: float) -> np.ndarray:
-    img = Image.fromarray(rgb)
-    return np.asarray(img.resize((round(img.width * factor), round(img.height * factor)), Image.LANCZOS))
-
-
-def group_photo() -> tuple[np.ndarray, list[tuple[int, int, float]]]:
-    """A 1280 x 640 canvas: astronaut (512) at (40, 64), camera (512) at (640, 64), and a 0.35x
-    astronaut at (1090, 440) -> three faces at three scales. Returns the image and placements."""
-    canvas = np.full((640, 1280, 3), 200, dtype=np.uint8)
-    astro, cam = photo_rgb("astronaut.png"), photo_rgb("camera.png")
-    small = resize(astro, 0.35)
-    canvas[64:576, 40:552] = astro
-    canvas[64:576, 640:1152] = cam
-    canvas[440:440 + small.shape[0], 1090:1090 + small.shape[1]] = small
-    return canvas, [(40, 64, 1.0), (640, 64, 1.0), (1090, 440, 0.35)]
 
 
 @pytest.fixture(scope="session")
@@ -93,7 +60,7 @@ def astronaut_result(pipeline: Pipeline, astronaut: bytes) -> dict:
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory):
     """Our own redis-server for the whole run (free port, temp dir); never a server we did not start."""
-    from .redis_server import RedisServer
+    from tests.helpers.redis_server import RedisServer
 
     server = RedisServer(tmp_path_factory.mktemp("redis")).start()
     yield server

@@ -9,8 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from .conftest import encode, group_photo, photo_bytes
-from .stack import RESULT_TTL, Stack
+from tests.helpers.photos import encode, group_photo, photo_bytes
+from tests.helpers.stack import RESULT_TTL, Stack
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +123,7 @@ def test_metrics_move_after_real_jobs(stack) -> None:
 
 
 def test_coalescing_runs_the_models_once_by_the_metric(stack) -> None:
-    from .test_cache import unique_photo
+    from tests.helpers.photos import unique_photo
 
     data = unique_photo(101)
     runs_before = total(scrape(stack.worker_metrics), "aurum_model_runs_total")

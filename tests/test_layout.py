@@ -1,6 +1,6 @@
 """The import graph the layout promises (README, Layout): the API and the workers both import the
 job service (service/) and the core (aurum/); the API imports nothing from workers/, the
-service nothing from Flask, the API or the workers. (The core's own rule: tests/test_store.py.)"""
+service nothing from Flask, the API or the workers. (The core's own rule: tests/core/test_store.py.)"""
 
 from __future__ import annotations
 
@@ -89,3 +89,19 @@ def test_settings_are_built_once_per_process_and_passed_down() -> None:
     core = {f.name for f in dataclasses.fields(Settings)}
     assert core < {f.name for f in dataclasses.fields(ServiceSettings)}
     assert not core & {"redis_url", "encryption_keys", "auth", "sentry_dsn", "cache_ttl", "task_time_limit"}
+
+
+def test_tests_mirror_the_tree_and_share_helpers_not_test_modules() -> None:
+    """tests/core, service, api and workers test aurum/, service/, api/ and workers/; what the
+    tests share is in tests/conftest.py (fixtures) or tests/helpers/, never imported from another
+    test module (or from conftest)."""
+    tests = ROOT / "tests"
+    assert {"core", "service", "api", "workers", "chaos", "helpers"} <= {p.name for p in tests.iterdir() if p.is_dir()}
+    offending = []
+    for path in tests.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                last = node.module.split(".")[-1]
+                if last.startswith("test_") or last == "conftest":
+                    offending.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.module}")
+    assert offending == []

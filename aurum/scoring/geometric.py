@@ -5,7 +5,7 @@
     score       = 100 * sum_i weight_i * component_i        (weights sum to 1)
 
 It is NOT trained on human ratings (none can be had under a usable licence). Every constant is
-measured on the development set (``tests/devset.py``: 14 faces of 12 people, each also edited 23
+measured on the development set (``tests/helpers/devset.py``: 14 faces of 12 people, each also edited 23
 ordinary ways, ``bench/robustness.py``):
 
 - ``centre_i``: the median face's feature value, so a face typical on every feature scores 50;

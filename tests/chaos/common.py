@@ -11,7 +11,7 @@ from pathlib import Path
 
 import requests
 
-from ..stack import ROOT, Stack
+from tests.helpers.stack import ROOT, Stack
 
 ARTIFACTS = Path(os.environ.get("AURUM_TEST_ARTIFACTS", ROOT / "test-artifacts"))
 

@@ -12,8 +12,8 @@ import time
 import pytest
 import redis
 
-from ..stack import Stack
-from ..test_cache import unique_photo
+from tests.helpers.stack import Stack
+from tests.helpers.photos import unique_photo
 from .common import executions, record, settle, sha, submit
 
 POISON = unique_photo(1001)

@@ -10,8 +10,8 @@ import time
 import pytest
 import requests
 
-from ..stack import Stack
-from ..test_cache import unique_photo
+from tests.helpers.stack import Stack
+from tests.helpers.photos import unique_photo
 from .common import record, settle, submit
 
 

@@ -19,8 +19,8 @@ import time
 import pytest
 import requests
 
-from ..stack import Stack
-from ..test_cache import unique_photo
+from tests.helpers.stack import Stack
+from tests.helpers.photos import unique_photo
 from .common import record, sha
 
 SLOW = unique_photo(31_000)  # its job sleeps (AURUM_CHAOS) while 64 requests wait on it

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from ..stack import Stack
-from ..test_cache import unique_photo
+from tests.helpers.stack import Stack
+from tests.helpers.photos import unique_photo
 from .common import record, submit
 
 SECONDS = float(os.environ.get("AURUM_SOAK_SECONDS", "40"))

@@ -1,0 +1,114 @@
+"""A live Aurum for tests: our own redis-server, gunicorn and a celery worker started from the
+Procfile's commands, and an API key made with `aurum keys create`. Loopback only."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import requests
+
+from tests.helpers.redis_server import RedisServer, free_port, free_port_range
+from tests.helpers.deploy import procfile
+
+ROOT = Path(__file__).resolve().parents[2]
+RESULT_TTL = 4
+
+
+class Stack:
+    def __init__(self, workdir: Path, appendonly: bool = False, result_ttl: int = 3600,
+                 extra_env: dict[str, str] | None = None, fsync: str = "everysec") -> None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.redis = RedisServer(workdir, appendonly=appendonly, fsync=fsync).start()
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        bin_dir = Path(sys.executable).parent
+        metrics_port = free_port_range(2)  # one exporter per pool child
+        self.worker_metrics = [f"http://127.0.0.1:{metrics_port + i}/metrics" for i in range(2)]  # per child
+        self.env = {**os.environ, "AURUM_REDIS_URL": f"{self.redis.url}/0", "AURUM_RESULT_TTL": str(result_ttl),
+                    "AURUM_WORKER_METRICS_PORT": str(metrics_port), "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}"}
+        self.env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        # One budget per key covers status polls too; the harness's key polls fast. Tests that
+        # are about limits make keys with their own --rate, or an app with its own settings.
+        self.env["AURUM_RATE_LIMIT"] = "100000/minute;10000/second"
+        self.env.update(extra_env or {})
+        self.workdir = workdir
+        created = subprocess.run([sys.executable, "-m", "aurum", "keys", "create", "--name", "e2e"], env=self.env,
+                                 capture_output=True, text=True, timeout=30, check=True)
+        self.http = requests.Session()
+        self.http.headers["X-API-Key"] = created.stdout.strip()
+        commands = procfile({"PORT": str(self.port), "AURUM_BIND": "127.0.0.1", "WEB_CONCURRENCY": "2"})
+        self.commands = commands
+        self.logs = [open(workdir / f"{name}.log", "a") for name in ("web", "worker")]
+        self.procs = [subprocess.Popen(commands[name], cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+                      for name, log in zip(("web", "worker"), self.logs)]
+
+        self.worker_restarts = 0
+        self._stopping = threading.Event()
+        self._supervisor = threading.Thread(target=self._supervise, daemon=True)
+        self._supervisor.start()
+
+    def _supervise(self) -> None:
+        """What compose's `restart: unless-stopped` does: a worker that exits is started again
+        (Celery's worker can exit on a Redis outage; see RELIABILITY.md)."""
+        while not self._stopping.wait(0.5):
+            if self.procs[1].poll() is not None and not self._stopping.is_set():
+                self.restart_worker()
+                self.worker_restarts += 1
+
+    @property
+    def worker(self) -> subprocess.Popen:
+        return self.procs[1]
+
+    def worker_children(self) -> list[int]:
+        out = subprocess.run(["pgrep", "-P", str(self.worker.pid)], capture_output=True, text=True)
+        return [int(p) for p in out.stdout.split()]
+
+    def restart_worker(self) -> None:
+        """Start the worker again (after it was killed), from the same Procfile command."""
+        self.worker.wait()
+        self.procs[1] = subprocess.Popen(self.commands["worker"], cwd=ROOT, env=self.env, stdout=self.logs[1],
+                                         stderr=subprocess.STDOUT)
+
+    def wait_ready(self, timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert all(p.poll() is None for p in self.procs), "a process exited"
+            try:  # /ready pings the workers: on a loaded machine one answer can take seconds
+                if self.http.get(self.base + "/ready", timeout=15).status_code == 200:
+                    return
+            except (requests.ConnectionError, requests.Timeout):
+                pass
+            time.sleep(0.3)
+        raise AssertionError("the stack did not become ready")
+
+    def __enter__(self) -> "Stack":
+        """``with Stack(...) as stack:``: ready on entry (stopped again if it never gets ready),
+        stopped on exit."""
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._supervisor.join()
+        for proc in self.procs:
+            proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        for log in self.logs:
+            log.close()
+        self.redis.stop()
