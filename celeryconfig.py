@@ -40,13 +40,21 @@ task_time_limit = _s.task_time_limit
 # A worker that dies holds AURUM_PREFETCH x concurrency reserved messages: kombu restores them
 # once they are older than the visibility timeout, in a sweep that by default runs only every
 # 10 x 10 s; every 10 s here (one ZRANGE on a small index).
-broker_transport_options = {"visibility_timeout": _s.task_time_limit * 4, "unacked_restore_throttle": 1}
+# A batch's limits grow with its images (service.contract.time_limits): cover the largest batch.
+_longest = _s.task_time_limit + (_s.max_batch - 1) * _s.task_image_seconds
+broker_transport_options = {"visibility_timeout": max(_s.task_time_limit * 4, round(_longest * 2)),
+                            "unacked_restore_throttle": 1}
 # Fail fast when Redis is down: the API must answer 503 within a second, not hang.
 broker_connection_timeout = 1.0
 task_publish_retry_policy = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
 redis_socket_timeout = 2.0
 redis_socket_connect_timeout = 1.0
 broker_connection_retry_on_startup = True
+# Redis refusing writes (maxmemory with noeviction: OutOfMemoryError, a "channel error" to kombu)
+# must not end the worker: without this the consumer's ack of a finished job raised it and the
+# main process exited ("Unrecoverable error"), leaving accepted jobs until someone restarted it.
+# Retried like a lost connection instead (tests/chaos/test_redis_full.py).
+broker_channel_error_retry = True
 
 task_routes = {
     "aurum.score_image": {"queue": "score"},

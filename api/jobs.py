@@ -23,7 +23,7 @@ from aurum import logs
 from service import done, heartbeats, keyspace, queue
 from service.cache import ResultCache, cache_key, identity_digest
 from service.config import ServiceSettings
-from service.contract import SCORE_BATCH, SCORE_IMAGE, failure
+from service.contract import SCORE_BATCH, SCORE_IMAGE, failure, time_limits
 from service.images import ImageStore
 
 from .errors import JobNotFound, ServiceUnavailable
@@ -119,7 +119,8 @@ class Jobs:
         # rather than unscoped.
         keys = record.get("cache_keys") or [""] * len(record["images"])
         if record["kind"] == "batch":
-            queue.publish(SCORE_BATCH, (record["images"], record["options"], keys), job_id, headers)
+            queue.publish(SCORE_BATCH, (record["images"], record["options"], keys), job_id, headers,
+                          time_limits(self.settings, len(record["images"])))
         else:
             queue.publish(SCORE_IMAGE, (record["images"][0], record["options"], keys[0]), job_id, headers)
 

@@ -37,6 +37,9 @@ class ServiceSettings(Settings):
                                   "Deliveries of one job (worker deaths) before POISON_MESSAGE.")
     task_soft_time_limit: int = setting("AURUM_TASK_SOFT_TIME_LIMIT", 20, "Seconds before a job is asked to stop.")
     task_time_limit: int = setting("AURUM_TASK_TIME_LIMIT", 30, "Seconds before a job's process is killed.")
+    task_image_seconds: float = setting("AURUM_TASK_IMAGE_SECONDS", 1.0,
+                                        "Seconds a batch's time limits grow by for each image after the first "
+                                        "(every image its own budget; a decode is bounded below a second).")
     requeue_after: int = setting("AURUM_REQUEUE_AFTER", 300,
                                  "Seconds a job may wait, never started, before a status read publishes it again.")
     prefetch: int = setting("AURUM_PREFETCH", 1, "Messages each worker process reserves ahead.")

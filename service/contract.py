@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import redis
+
 from aurum import errors
 
 SCORE_IMAGE = "aurum.score_image"        # args: image key, options, cache key
@@ -16,6 +18,14 @@ SCORE_FALLBACK = "aurum.score_fallback"  # args: image keys, options, reason, ba
 TASKS = (SCORE_IMAGE, SCORE_BATCH, SCORE_FALLBACK)
 HEADERS = ("aurum_submitted_at", "aurum_request_id",  # custom message headers the API sets
            "aurum_identity")  # the result identity its cache keys were made with (service/cache.py)
+
+def time_limits(settings, images: int) -> dict[str, float]:
+    """A job's soft and hard time limits: the task limits for one image, plus
+    AURUM_TASK_IMAGE_SECONDS for each further image of a batch, so that a batch of large photos
+    is not cut short by limits sized for one (each image has its own budget)."""
+    extra = max(0, images - 1) * settings.task_image_seconds
+    return {"soft_time_limit": settings.task_soft_time_limit + extra, "time_limit": settings.task_time_limit + extra}
+
 
 JOB_CODES = {  # code -> kind
     "IMAGE_EXPIRED": "gone",          # the image's TTL passed before a worker took the job
@@ -65,4 +75,7 @@ def failure(exc: Any) -> dict[str, Any]:
         return {"error": {"code": "WORKER_LOST", "message": "The worker running the job died."}}
     if exc is None or isinstance(exc, (dict, TaskRevokedError)):  # a revoked job's stored state
         return {"error": {"code": "JOB_CANCELLED", "message": "The job was cancelled."}}
+    if isinstance(exc, redis.RedisError):  # e.g. Redis full (maxmemory) when the outcome was stored
+        return {"error": {"code": "SERVICE_UNAVAILABLE", "message": "Redis could not keep the job's outcome "
+                          f"({type(exc).__name__}); send the photo again."}}
     return {"error": {"code": "INTERNAL_ERROR", "message": f"The job failed: {type(exc).__name__}."}}

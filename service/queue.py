@@ -20,6 +20,8 @@ def point_at(redis_url: str) -> Celery:
     return app
 
 
-def publish(task_name: str, args: tuple, job_id: str, headers: dict[str, Any]) -> None:
-    """Send a job to its queue (celeryconfig's task_routes) under its own id."""
-    app.send_task(task_name, args=args, task_id=job_id, headers=headers)
+def publish(task_name: str, args: tuple, job_id: str, headers: dict[str, Any],
+            limits: dict[str, float] | None = None) -> None:
+    """Send a job to its queue (celeryconfig's task_routes) under its own id, with its time
+    limits (:func:`service.contract.time_limits`; default: the task limits)."""
+    app.send_task(task_name, args=args, task_id=job_id, headers=headers, **(limits or {}))

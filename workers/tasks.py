@@ -22,7 +22,7 @@ from celery.exceptions import Ignore, Retry, SoftTimeLimitExceeded
 from aurum import errors, fallback
 from aurum.schemas import load_options
 from service import config, keyspace
-from service.contract import HEADERS, SCORE_BATCH, SCORE_FALLBACK, SCORE_IMAGE, JobFailed
+from service.contract import HEADERS, SCORE_BATCH, SCORE_FALLBACK, SCORE_IMAGE, JobFailed, time_limits
 from service.cache import cache_key, identity_digest
 from service.images import ImageExpired
 
@@ -128,7 +128,8 @@ def job_outcome(task: ScoringTask, keys: tuple[str, ...], options: dict | None, 
         except SoftTimeLimitExceeded:
             limit = task.soft_time_limit or app.conf.task_soft_time_limit
             raise JobFailed("TIMEOUT", f"The job exceeded its time limit ({limit} s).") from None
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
+        except (redis.ConnectionError, redis.TimeoutError, redis.exceptions.OutOfMemoryError) as exc:
+            # Redis unreachable, or full (maxmemory, noeviction): both pass; retry with backoff
             if task.request.retries >= MAX_RETRIES:
                 raise JobFailed("SERVICE_UNAVAILABLE", f"Redis unreachable after {MAX_RETRIES} retries.") from None
             outcome = "retried"
@@ -147,7 +148,7 @@ def job_outcome(task: ScoringTask, keys: tuple[str, ...], options: dict | None, 
         metrics.FALLBACKS.labels(task.name).inc()
         log.warning("job goes to the fallback: %s", handover.reason)
         score_fallback.apply_async(args=(list(keys), options, handover.reason, batch), task_id=task.request.id,
-                                   headers=propagated_headers(task))
+                                   headers=propagated_headers(task), **time_limits(SETTINGS, len(keys)))
         raise Ignore() from None  # the fallback task writes this job's result
     except (Retry, Ignore):
         if outcome == "retried":
@@ -252,7 +253,11 @@ def _remember(task: Task, key: str, outcome: dict[str, Any] | errors.AurumError)
         if outcome.kind not in CACHEABLE_KINDS:
             return
         outcome = outcome.to_dict()
-    cache.put(key, outcome)
+    try:
+        cache.put(key, outcome)
+    except redis.RedisError as exc:  # a cache entry is an optimisation: the result still stands
+        log.warning("result not cached: %s", exc)
+        return
     task.request.aurum_cached = (*getattr(task.request, "aurum_cached", ()), key)
 
 
@@ -323,6 +328,8 @@ def score_batch(self: ScoringTask, image_keys: list[str], options: dict | None =
                     outcomes[i] = hit
                 elif key is not None:
                     run.append(i)
+            for i in run:
+                chaos.inject(datas[i])  # tests only (AURUM_CHAOS)
             for i, outcome in zip(run, pipe.score_many([datas[i] for i in run], opts)):
                 if not isinstance(outcome, errors.AurumError):
                     outcome = {**outcome, "cached": False}

@@ -6,6 +6,7 @@ child SIGKILLed mid-job does not lose a job."""
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import signal
@@ -16,20 +17,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.photos import encode, group_photo, photo_bytes
+from tests.helpers.photos import encode, group_photo, photo_bytes, unique_photo
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-from tests.helpers.photos import unique_photo
-
 HUNG = unique_photo(5200)  # its job sleeps (AURUM_CHAOS) until a time limit stops it
+SLOWISH = [unique_photo(5250 + i) for i in range(4)]  # each costs 1.5 s: slow, within an image's budget
 
 
 @pytest.fixture(scope="module")
 def live_worker(celery_app, tmp_path_factory):
     # AURUM_REDIS_URL: set by celery_app
-    chaos = json.dumps({"sleep": {hashlib.sha256(HUNG).hexdigest(): 600}})
+    chaos = json.dumps({"sleep": {hashlib.sha256(HUNG).hexdigest(): 600,
+                                  **{hashlib.sha256(p).hexdigest(): 1.5 for p in SLOWISH}}})
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "AURUM_CHAOS": chaos}
     log_path = tmp_path_factory.mktemp("worker") / "worker.log"
     log = open(log_path, "w")
@@ -137,6 +136,29 @@ def test_a_slow_job_times_out_alone(live_worker) -> None:
     with pytest.raises(Exception) as failed:
         slow.get(timeout=120)
     assert failure(failed.value)["error"]["code"] == "TIMEOUT"
+
+
+def test_each_image_of_a_batch_has_its_own_time_budget(live_worker) -> None:
+    """A batch's limits grow with its images (AURUM_TASK_IMAGE_SECONDS): four images of 1.5 s
+    each (6 s) finish under a 2 s per-job soft limit with 2 s per further image; without the
+    per-image budget the same batch ends TIMEOUT."""
+    from api import create_app
+    from service.config import ServiceSettings
+    from tests.helpers.api import keyed_client, wait_done
+
+    def batch(image_seconds: float) -> dict:
+        app = create_app(ServiceSettings.from_env(task_soft_time_limit=2, task_time_limit=30, cache_ttl=0,
+                                                  task_image_seconds=image_seconds, rate_limit="1000/minute"))
+        client = keyed_client(app, f"budget-{image_seconds}")
+        files = [("images", (io.BytesIO(p), f"p{i}.png")) for i, p in enumerate(SLOWISH)]
+        job = client.post("/api/ml/score/batch", data={"images": [f[1] for f in files]},
+                          content_type="multipart/form-data").get_json()["job_id"]
+        return wait_done(client, f"/api/ml/jobs/{job}", timeout=120)
+
+    within = batch(2.0)
+    assert within["status"] == "succeeded" and all(len(i["faces"]) == 1 for i in within["result"]["items"])
+    cut_short = batch(0.0)
+    assert cut_short["status"] == "failed" and cut_short["error"]["code"] == "TIMEOUT"
 
 
 def test_a_hard_time_limit_ends_the_job_timeout_once(live_worker, celery_app) -> None:

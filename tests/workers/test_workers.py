@@ -258,6 +258,7 @@ def test_cache_keys_made_for_another_result_identity_are_left_alone(worker, fres
     import secrets
 
     from service.cache import identity_digest
+    from service.contract import failure
     from workers import runtime
     from workers.tasks import JobFailed, score_image
 
@@ -267,7 +268,7 @@ def test_cache_keys_made_for_another_result_identity_are_left_alone(worker, fres
     with pytest.raises(JobFailed) as info:  # same identity: the entry is used
         score_image.apply_async(args=(put(photo_bytes("astronaut.png")), None, planted),
                                 headers={"aurum_identity": ours}).get(timeout=60)
-    assert info.value.message == "planted by the test"
+    assert failure(info.value)["error"]["message"] == "planted by the test"
     result = score_image.apply_async(args=(put(photo_bytes("astronaut.png")), None, planted),
                                      headers={"aurum_identity": "0" * 16}).get(timeout=60)
     assert len(result["faces"]) == 1 and result["cached"] is False  # another identity: scored, not read
