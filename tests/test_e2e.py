@@ -173,3 +173,47 @@ def test_redis_stopped_submit_answers_503_within_a_second(stack) -> None:
     assert response.status_code == 503 and response.json()["error"]["code"] == "SERVICE_UNAVAILABLE"
     assert stack.http.get(stack.base + "/health", timeout=2).status_code == 200
     assert stack.http.get(stack.base + "/ready", timeout=5).status_code == 503
+
+
+def test_an_upload_in_flight_opens_no_file_in_the_api(stack) -> None:
+    """While a 1.5 MB photo is being uploaded (held after 1.2 MB, past Werkzeug's 500 KB spooling
+    threshold), no API process has a new file open: the upload stays in memory. The files each
+    gunicorn process had open before (its heartbeat file, libraries) are the baseline."""
+    import os
+    import socket
+    import subprocess
+
+    def open_files() -> dict[int, set[str]]:
+        master = stack.procs[0].pid
+        pids = [master] + [int(p) for p in subprocess.run(["pgrep", "-P", str(master)], capture_output=True,
+                                                         text=True).stdout.split()]
+        files = {}
+        for pid in pids:
+            names = set()
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                try:
+                    target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                except OSError:
+                    continue
+                if target.startswith("/") or "(deleted)" in target:
+                    names.add(f"{fd}:{target}")
+            files[pid] = names
+        return files
+
+    image = os.urandom(1536 * 1024)  # the format does not matter: spooling happens while the form is read
+    boundary = "aurumfdcheck"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"p.png\"\r\n"
+            f"Content-Type: image/png\r\n\r\n").encode() + image + f"\r\n--{boundary}--\r\n".encode()
+    head = (f"POST /api/ml/score HTTP/1.1\r\nHost: 127.0.0.1\r\nX-API-Key: {stack.http.headers['X-API-Key']}\r\n"
+            f"Content-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {len(body)}\r\n"
+            "Connection: close\r\n\r\n").encode()
+    before = open_files()
+    with socket.create_connection(("127.0.0.1", stack.port), timeout=30) as sock:
+        sock.sendall(head + body[:1200 * 1024])
+        time.sleep(2.0)  # the server has read what was sent (and would have spooled it by now)
+        during = open_files()
+        sock.sendall(body[1200 * 1024:])
+        reply = sock.recv(65536).split(b"\r\n", 1)[0]
+    new = {pid: sorted(during[pid] - before.get(pid, set())) for pid in during}
+    assert all(not files for files in new.values()), new
+    assert reply.startswith(b"HTTP/1.1 4")  # random bytes: refused with a typed 4xx, after the whole body
