@@ -25,6 +25,7 @@ from service.cache import ResultCache, cache_key, identity_digest
 from service.config import ServiceSettings
 from service.contract import SCORE_BATCH, SCORE_IMAGE, failure, time_limits
 from service.images import ImageStore
+from service.records import JobRecords
 
 from .errors import JobNotFound, ServiceUnavailable
 from .observability import API_CACHE, REQUEUES, SUBMISSIONS
@@ -40,6 +41,7 @@ class Jobs:
         self.redis = client
         self.settings = settings
         self.images = ImageStore(client, settings.sealer, ttl=settings.image_ttl)
+        self.records = JobRecords(client, settings.sealer, settings.result_ttl)
         self.cache = (ResultCache(client, settings.sealer, settings.cache_ttl, settings.cache_l1_size, settings.cache_l1_ttl)
                       if settings.cache_ttl > 0 else None)
         self.backend = queue.app.backend
@@ -89,7 +91,7 @@ class Jobs:
             API_CACHE.labels("miss" if hit is None else "hit").inc()
             if hit is not None:
                 record["cached"] = hit
-                self._save(job_id, record)
+                self.records.save(job_id, record)
                 SUBMISSIONS.labels("single", "cached").inc()
                 return job_id, record
             leader = self.cache.claim(key, job_id, self.settings.task_time_limit * 2)
@@ -101,7 +103,7 @@ class Jobs:
             with self.redis.pipeline(transaction=False) as pipe:  # images and record: one round trip
                 for data in images:
                     record["images"].append(self.images.put(data, pipe))
-                self._save(job_id, record, pipe)
+                self.records.save(job_id, record, pipe)
                 pipe.execute()
             if "follows" not in record:
                 self._publish(job_id, record)
@@ -138,7 +140,7 @@ class Jobs:
         was published again while still queued)."""
         if state not in (states.PENDING, states.STARTED):
             return
-        record = self._load(job_id)
+        record = self.records.load(job_id)
         if record is None or "cached" in record or "follows" in record or not record.get("images"):
             return
         waited = time.time() - record.get("queued_at", record["created_at"])
@@ -149,7 +151,7 @@ class Jobs:
             return  # another API process is doing it
         record["requeues"] = record.get("requeues", 0) + 1
         record["queued_at"] = time.time()
-        self._save(job_id, record, keep_ttl=True)
+        self.records.save(job_id, record, keep_ttl=True)
         REQUEUES.inc()
         self._publish(job_id, record)
 
@@ -162,22 +164,8 @@ class Jobs:
         if self.cache is not None:
             self.cache.take_over(record.get("cache_keys", []), leader, job_id, self.settings.task_time_limit * 2)
         record["queued_at"] = time.time()
-        self._save(job_id, record, keep_ttl=True)
+        self.records.save(job_id, record, keep_ttl=True)
         self._publish(job_id, record)
-
-    def _save(self, job_id: str, record: dict[str, Any], pipe: redis.client.Pipeline | None = None,
-              keep_ttl: bool = False) -> None:
-        key = keyspace.job(job_id)
-        sealed = self.settings.sealer.seal_json(record, key.encode())
-        if keep_ttl:
-            (pipe or self.redis).set(key, sealed, keepttl=True)
-        else:
-            (pipe or self.redis).set(key, sealed, ex=self.settings.result_ttl)
-
-    def _load(self, job_id: str) -> dict[str, Any] | None:
-        key = keyspace.job(job_id)
-        raw = self.redis.get(key)
-        return self.settings.sealer.unseal_json(raw, key.encode()) if raw is not None else None
 
     def _cleanup(self, job_id: str, record: dict[str, Any]) -> None:
         """Undo a submission that failed: its images, record and claim."""
@@ -192,7 +180,7 @@ class Jobs:
     # --- read ---------------------------------------------------------------------------------
     def record(self, job_id: str, owner: str) -> dict[str, Any]:
         """The job's record; another key's job is 404 too, so that ids leak nothing."""
-        record = self._load(job_id) if _valid_id(job_id) else None
+        record = self.records.load(job_id) if _valid_id(job_id) else None
         if record is None or not hmac.compare_digest(record["owner"], owner):
             raise JobNotFound()
         return record
@@ -208,14 +196,14 @@ class Jobs:
         meta = self.backend.get_task_meta(effective)
         state = meta["status"]
         if effective != job_id:
-            if state == states.REVOKED or (state == states.PENDING and not self.redis.exists(keyspace.job(effective))):
+            if state == states.REVOKED or (state == states.PENDING and not self.records.exists(effective)):
                 self._promote(job_id, record)
                 effective, meta = job_id, self.backend.get_task_meta(job_id)
                 state = meta["status"]
             elif state in states.READY_STATES and record["images"]:
                 self.images.delete(*record["images"])  # the leader's outcome is this job's: its copy goes
                 record["images"] = []
-                self._save(job_id, record, keep_ttl=True)
+                self.records.save(job_id, record, keep_ttl=True)
         self._maybe_requeue(effective, state)
         doc["status"] = STATUS.get(state, "queued")
         if record["kind"] == "batch":

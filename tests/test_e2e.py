@@ -164,17 +164,6 @@ def test_logs_are_json_and_carry_the_request_id_into_the_worker(stack) -> None:
     assert any(r.get("message") == "job" and r.get("outcome") == "succeeded" for r in worker_lines)
 
 
-def test_redis_stopped_submit_answers_503_within_a_second(stack) -> None:
-    """Last in this module: it stops the stack's Redis."""
-    stack.redis.stop()
-    start = time.monotonic()
-    response = submit(stack, photo_bytes("astronaut.png"))
-    assert time.monotonic() - start < 1.0
-    assert response.status_code == 503 and response.json()["error"]["code"] == "SERVICE_UNAVAILABLE"
-    assert stack.http.get(stack.base + "/health", timeout=2).status_code == 200
-    assert stack.http.get(stack.base + "/ready", timeout=5).status_code == 503
-
-
 def test_an_upload_in_flight_opens_no_file_in_the_api(stack) -> None:
     """While a 1.5 MB photo is being uploaded (held after 1.2 MB, past Werkzeug's 500 KB spooling
     threshold), no API process has a new file open: the upload stays in memory. The files each
@@ -216,4 +205,15 @@ def test_an_upload_in_flight_opens_no_file_in_the_api(stack) -> None:
         reply = sock.recv(65536).split(b"\r\n", 1)[0]
     new = {pid: sorted(during[pid] - before.get(pid, set())) for pid in during}
     assert all(not files for files in new.values()), new
-    assert reply.startswith(b"HTTP/1.1 4")  # random bytes: refused with a typed 4xx, after the whole body
+    assert reply.startswith(b"HTTP/1.1 415")  # random bytes: UNSUPPORTED_FORMAT, once the whole body is read
+
+
+def test_redis_stopped_submit_answers_503_within_a_second(stack) -> None:
+    """Last in this module: it stops the stack's Redis."""
+    stack.redis.stop()
+    start = time.monotonic()
+    response = submit(stack, photo_bytes("astronaut.png"))
+    assert time.monotonic() - start < 1.0
+    assert response.status_code == 503 and response.json()["error"]["code"] == "SERVICE_UNAVAILABLE"
+    assert stack.http.get(stack.base + "/health", timeout=2).status_code == 200
+    assert stack.http.get(stack.base + "/ready", timeout=5).status_code == 503

@@ -318,7 +318,7 @@ def test_a_revoked_job_is_cancelled_and_an_identical_upload_still_runs(client) -
     jobs = client.application.extensions["aurum.jobs"]
     data, owner, options = unique_photo(7400), "revoker", load_options_default().resolve(jobs.settings)
     revoked = secrets.token_hex(16)
-    jobs._save(revoked, {"kind": "single", "total": 1, "created_at": time.time(), "owner": owner, "images": []})
+    jobs.records.save(revoked, {"kind": "single", "total": 1, "created_at": time.time(), "owner": owner, "images": []})
     jobs.backend.mark_as_revoked(revoked, "revoked by an operator")
     key = cache_key(hashlib.sha256(data).hexdigest(), jobs.identity(), options, scope=owner)
     assert jobs.cache.claim(key, revoked, 60) is None  # it was computing this photo

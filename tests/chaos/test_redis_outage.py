@@ -21,7 +21,9 @@ def stack(tmp_path_factory):
                extra_env={"AURUM_REQUEUE_AFTER": "15",  # a message popped as Redis died is published again
                           # a job whose worker lost Redis mid-task comes back after the visibility
                           # timeout (4 x the hard limit): keep it short for a bounded test
-                          "AURUM_TASK_SOFT_TIME_LIMIT": "5", "AURUM_TASK_TIME_LIMIT": "8"}) as s:
+                          "AURUM_TASK_SOFT_TIME_LIMIT": "5", "AURUM_TASK_TIME_LIMIT": "8",
+                          # no batches here: the visibility timeout stays 4 x the hard limit
+                          "AURUM_TASK_IMAGE_SECONDS": "0"}) as s:
         yield s
 
 
@@ -84,5 +86,7 @@ def test_redis_crash_and_restart(stack) -> None:
     assert accepted_after > 20
     assert lost == [], f"{len(lost)} accepted jobs never ended"
     # A job running when Redis died may end with an explicit TIMEOUT (its worker blocked on Redis
-    # past this test's 5 s soft limit): a clear failure, not a lost job; only those few.
-    assert set(outcomes) <= {"succeeded", "TIMEOUT"} and outcomes.get("TIMEOUT", 0) <= 4, outcomes
+    # past this test's 5 s soft limit) or SERVICE_UNAVAILABLE (Redis gone through its retries, or
+    # unable to keep its outcome): a clear failure, not a lost job; only those few.
+    clear = {"TIMEOUT", "SERVICE_UNAVAILABLE"}
+    assert set(outcomes) <= {"succeeded"} | clear and sum(outcomes.get(c, 0) for c in clear) <= 4, outcomes
