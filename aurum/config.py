@@ -73,6 +73,11 @@ class Settings:
                                "FaceMesh passes per face: 2 (the crop re-placed from the first mesh, then run "
                                "plain and mirrored: 3 model runs), 1 (the detector's crop, plain and mirrored: 2 runs; "
                                "about twice the landmark noise) or 3 (re-placed twice: 4 runs).")
+    mirror_symmetric: bool = setting("AURUM_MIRROR_SYMMETRIC", False,
+                                     "Mirror-flip invariance by construction: detect on the photo and on its mirror and "
+                                     "place the FaceMesh crops from their average, every landmark pass run plain and "
+                                     "mirrored (a flip moves a score by at most 0.07 on the development set, against "
+                                     "4.6; costs one more detector and one more FaceMesh run, ~+70 % per selfie).")
     # --- detection defaults -----------------------------------------------------------------
     max_faces: int = setting("AURUM_MAX_FACES", 20, "Default cap on faces per image (largest first).")
     min_face_size: int = setting("AURUM_MIN_FACE_SIZE", 24, "Default smallest face side reported, pixels.")

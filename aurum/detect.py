@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from .geometry import hard_nms, letterbox, planar, shrink, weighted_nms
+from .geometry import hard_nms, iou, letterbox, planar, shrink, weighted_nms
 from .store import ModelStore
 
 
@@ -188,3 +188,45 @@ def make_detector(store: ModelStore, name: str, input_size: int | None = None) -
     except KeyError:
         raise ValueError(f"unknown detector {name!r}; choose one of {', '.join(DETECTORS)}") from None
     return cls(store, name, input_size)
+
+
+def _bilateral(name: str) -> str:
+    """The keypoint a mirror flip turns ``name`` into (right_eye <-> left_eye...)."""
+    for a, b in (("right", "left"), ("left", "right")):
+        if a in name:
+            return name.replace(a, b)
+    return name
+
+
+def mirrored(det: Detection, width: int) -> Detection:
+    """``det`` of a mirrored image, in the unmirrored image's pixels: x -> width - 1 - x (pixel
+    centres, the convention the mirror-equivariant crops use), right and left swapped."""
+    x0, y0, x1, y1 = det.box
+    return Detection(box=np.array([width - 1 - x1, y0, width - 1 - x0, y1], dtype=np.float64), score=det.score,
+                     keypoints={_bilateral(n): np.array([width - 1 - p[0], p[1]], dtype=np.float64)
+                                for n, p in det.keypoints.items()})
+
+
+def symmetric(plain: list[Detection], flipped: list[Detection], width: int, match_iou: float = 0.5
+              ) -> list[tuple[Detection, Detection]]:
+    """Detections of an image and of its mirror made into detections a mirror flip leaves
+    unchanged: each face found in both is the average of its two (the mirror's mapped back), a
+    face found in one only is kept as found. The result of a mirrored photo is then exactly the
+    mirror of this one's, which the detector alone is not (YuNet's keypoints moved ~1 % of the
+    face width under a flip). Returns (symmetric, as found) pairs; "as found" is the plain run's
+    detection (the mirror's, mapped back, for a face only it found): what is reported."""
+    back = [mirrored(d, width) for d in flipped]
+    used: set[int] = set()
+    out = []
+    for d in plain:
+        overlaps = iou(d.box, np.stack([b.box for b in back])) if back else np.zeros(0)
+        k = int(np.argmax(overlaps)) if len(overlaps) else -1
+        if k >= 0 and overlaps[k] >= match_iou and k not in used:
+            used.add(k)
+            m = back[k]
+            out.append((Detection(box=(d.box + m.box) / 2, score=(d.score + m.score) / 2,
+                                  keypoints={n: (p + m.keypoints[n]) / 2 for n, p in d.keypoints.items()}), d))
+        else:
+            out.append((d, d))
+    out += [(b, b) for k, b in enumerate(back) if k not in used]
+    return out

@@ -77,11 +77,10 @@ def _grid(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _polygon(shape: tuple[int, int], pts: np.ndarray, dilate: int = 0) -> np.ndarray:
-    mask = np.zeros(shape, dtype=np.uint8)
-    cv2.fillConvexPoly(mask, np.round(cv2.convexHull(pts.astype(np.float32))).astype(np.int32), 255)
+    mask = r.fill(shape, cv2.convexHull(pts.astype(np.float32)).reshape(-1, 2))
     if dilate:
-        mask = cv2.dilate(mask, np.ones((dilate, dilate), np.uint8))
-    return mask > 0
+        mask = cv2.dilate(mask.astype(np.uint8), np.ones((dilate, dilate), np.uint8)) > 0
+    return mask
 
 
 def blur_fraction(grey: np.ndarray, inner: np.ndarray, face_width: float) -> float:

@@ -18,7 +18,7 @@ import numpy as np
 
 from . import errors
 from .config import Settings
-from .detect import Detection, make_detector
+from .detect import Detection, make_detector, symmetric
 from .embed import SFace, align, five_points
 from .image import DecodedImage, decode_image
 from .landmarks import NATIVE_FACE_SIDE, SIZE, FaceMesh, Mesh, roi_from_mesh, roi_transform, warp_crop
@@ -41,7 +41,8 @@ MAX_CROP_UPSAMPLING = 4 / 3
 
 @dataclass
 class _Face:
-    det: Detection
+    det: Detection                  # what the crops are placed from (mirror-symmetric by default)
+    found: Detection                # the detector's own: reported, and what SFace is aligned on
     mesh: Mesh | None = None
     pose: Pose | None = None
     measures: FaceMeasures | None = None
@@ -107,22 +108,30 @@ class Pipeline:
         live = [it for it in items if it.error is None]
 
         with self._stage(live, "detect"):
-            found = self.detector.detect([it.image.rgb for it in live], opts.detection_threshold) if live else []
-        for item, dets in zip(live, found):
+            rgbs = [it.image.rgb for it in live]
+            found = self.detector.detect(rgbs, opts.detection_threshold) if live else []
+            if s.mirror_symmetric and live:
+                flipped = self.detector.detect([np.ascontiguousarray(rgb[:, ::-1]) for rgb in rgbs],
+                                               opts.detection_threshold)
+                pairs = [symmetric(p, f, rgb.shape[1]) for p, f, rgb in zip(found, flipped, rgbs)]
+            else:
+                pairs = [[(d, d) for d in dets] for dets in found]
+        for item, dets in zip(live, pairs):
             scale = item.image.scale
-            dets = [d for d in dets if d.size / scale >= opts.min_face_size]
-            dets.sort(key=lambda d: -d.area)
-            item.faces = [_Face(det=d) for d in dets[:opts.max_faces]]
+            dets = [(d, f) for d, f in dets if d.size / scale >= opts.min_face_size]
+            dets.sort(key=lambda pair: -pair[0].area)
+            item.faces = [_Face(det=d, found=f) for d, f in dets[:opts.max_faces]]
 
         faces = [(it, f) for it in live for f in it.faces]
         with self._stage(live, "landmarks"):
             # Two passes (see aurum.landmarks): the detector's crop places the face, the first
-            # mesh's own five points make the crop the final mesh is measured on.
-            # Only the final pass runs mirrored too; with one pass the detector's crop is the final one.
+            # mesh's own five points make the crop the final mesh is measured on. The final pass
+            # runs mirrored too; with mirror symmetry every pass does, so that the crop each pass
+            # hands on is exactly mirror-equivariant (from the symmetric detection onwards).
             from_mesh = lambda face: roi_from_mesh(  # noqa: E731
                 face.mesh, estimate_pose(face.mesh.points, self.geometry.mean_shape).scale)
-            passes = [(lambda face: roi_transform(face.det), s.mesh_passes == 1)]
-            passes += [(from_mesh, k == s.mesh_passes - 1) for k in range(1, s.mesh_passes)]
+            passes = [(lambda face: roi_transform(face.det), s.mesh_passes == 1 or s.mirror_symmetric)]
+            passes += [(from_mesh, k == s.mesh_passes - 1 or s.mirror_symmetric) for k in range(1, s.mesh_passes)]
             for roi, mirrored in passes:
                 crops = [self._crop(item.image, face.det, roi(face)) for item, face in faces]
                 for (item, face), mesh in zip(faces, self.facemesh.run(*zip(*crops), mirrored=mirrored) if crops else []):
@@ -139,7 +148,7 @@ class Pipeline:
                 aligned = []
                 for it, f in faces:
                     pixels, k = _face_pixels(it.image, f.det)
-                    points = five_points(f.det.keypoints)  # YuNet's, as OpenCV aligns
+                    points = five_points(f.found.keypoints)  # YuNet's own, as OpenCV aligns
                     points = f.mesh.five_points() if points is None else points
                     aligned.append(align(pixels, points * k + (k - 1) / 2))  # rgb -> pixels, pixel centres
                 for (_, face), emb in zip(faces, self.sface.run(aligned)):
@@ -181,9 +190,9 @@ class Pipeline:
     def _result(self, face: _Face) -> FaceResult:
         pose = {"yaw": round(face.pose.yaw, 2), "pitch": round(face.pose.pitch, 2), "roll": round(face.pose.roll, 2)}
         return FaceResult(
-            box=tuple(face.det.box), keypoints=face.det.keypoints, quality=face.quality, score=face.score,
+            box=tuple(face.found.box), keypoints=face.found.keypoints, quality=face.quality, score=face.score,
             components=face.components, features=face.features,
-            model=f"{self.scorer.name}@{self.scorer.version}", detection_confidence=face.det.score, pose=pose,
+            model=f"{self.scorer.name}@{self.scorer.version}", detection_confidence=face.found.score, pose=pose,
             score_confidence=confidence(face.quality, pose, face.mesh.disagreement, self.settings),
             landmarks=face.mesh.points, embedding=face.embedding)
 

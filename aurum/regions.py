@@ -27,14 +27,27 @@ CHEEK_RIGHT, CHEEK_LEFT = 234, 454
 EYE_RIGHT_OUTER, EYE_RIGHT_INNER, EYE_LEFT_INNER, EYE_LEFT_OUTER = 33, 133, 362, 263
 
 
+def fill(shape: tuple[int, int], polygon: np.ndarray) -> np.ndarray:
+    """Boolean raster of a polygon (crop pixels) that is exactly mirror-equivariant: the polygon's
+    raster united with its mirror image's raster, mirrored back. OpenCV's rasterization alone is
+    not (edge pixels fall differently on the left and the right), which moved a flipped face's
+    texture and blur measures and with them its score by up to ~0.1."""
+    w = shape[1]
+    plain, mirrored = np.zeros(shape, np.uint8), np.zeros(shape, np.uint8)
+    cv2.fillPoly(plain, [np.round(polygon).astype(np.int32)], 1)
+    flipped = np.asarray(polygon, dtype=np.float64).reshape(-1, 2).copy()
+    flipped[:, 0] = (w - 1) - flipped[:, 0]
+    cv2.fillPoly(mirrored, [np.round(flipped).astype(np.int32)], 1)
+    return (plain | mirrored[:, ::-1]).astype(bool)
+
+
 def crop_mask(mesh, region: list[int], exclude: tuple[list[int], ...] = (), erode: int = 0) -> np.ndarray:
     """Boolean mask on the crop: inside ``region``'s polygon, outside every ``exclude`` polygon."""
     pts = mesh.crop_points
-    h, w = mesh.crop.shape[:2]
-    mask = np.zeros((h, w), dtype=np.uint8)
-    cv2.fillPoly(mask, [np.round(pts[region]).astype(np.int32)], 255)
+    shape = mesh.crop.shape[:2]
+    mask = fill(shape, pts[region])
     for hole in exclude:
-        cv2.fillPoly(mask, [np.round(cv2.convexHull(pts[hole].astype(np.float32))).astype(np.int32)], 0)
+        mask &= ~fill(shape, cv2.convexHull(pts[hole].astype(np.float32)).reshape(-1, 2))
     if erode:
-        mask = cv2.erode(mask, np.ones((erode, erode), np.uint8))
-    return mask > 0
+        mask = cv2.erode(mask.astype(np.uint8), np.ones((erode, erode), np.uint8)) > 0
+    return mask

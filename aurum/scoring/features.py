@@ -30,7 +30,7 @@ from .. import regions as r
 FEATURES = ("symmetry", "averageness", "proportions", "texture")
 # How the features are measured; part of the result cache's key (a trained scorer keeps its own
 # version when the measurements under it change).
-FEATURES_VERSION = "2"
+FEATURES_VERSION = "3"
 
 
 @dataclass(frozen=True)
