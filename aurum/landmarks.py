@@ -165,7 +165,7 @@ class FaceMesh:
         if not crops:
             return []
         n = len(crops)
-        batch = [*crops, *(c[:, ::-1] for c in crops)] if mirrored else list(crops)
+        batch = [*crops, *(cv2.flip(c, 1) for c in crops)] if mirrored else list(crops)
         raw, presence = self.store.session(self.name).run(["landmarks", "presence"], {"image": planar(batch, 1 / 255)})
         raw = raw.reshape(len(batch), 468, 3).astype(np.float64)
         presence = 1.0 / (1.0 + np.exp(-np.clip(presence.reshape(-1).astype(np.float64), -100, 100)))

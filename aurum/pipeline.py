@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
+import cv2
 import numpy as np
 
 from . import errors
@@ -43,6 +44,7 @@ MAX_CROP_UPSAMPLING = 4 / 3
 class _Face:
     det: Detection                  # what the crops are placed from (mirror-symmetric by default)
     found: Detection                # the detector's own: reported, and what SFace is aligned on
+    presence: float = 0.0           # FaceMesh's face presence, the highest of its passes
     mesh: Mesh | None = None
     pose: Pose | None = None
     measures: FaceMeasures | None = None
@@ -111,8 +113,8 @@ class Pipeline:
             rgbs = [it.image.rgb for it in live]
             found = self.detector.detect(rgbs, opts.detection_threshold) if live else []
             if s.mirror_symmetric and live:
-                flipped = self.detector.detect([np.ascontiguousarray(rgb[:, ::-1]) for rgb in rgbs],
-                                               opts.detection_threshold)
+                # cv2.flip: ~0.1 ms for a 640 px photo, a negative-stride numpy copy ~3 ms
+                flipped = self.detector.detect([cv2.flip(rgb, 1) for rgb in rgbs], opts.detection_threshold)
                 pairs = [symmetric(p, f, rgb.shape[1]) for p, f, rgb in zip(found, flipped, rgbs)]
             else:
                 pairs = [[(d, d) for d in dets] for dets in found]
@@ -136,8 +138,11 @@ class Pipeline:
                 crops = [self._crop(item.image, face.det, roi(face)) for item, face in faces]
                 for (item, face), mesh in zip(faces, self.facemesh.run(*zip(*crops), mirrored=mirrored) if crops else []):
                     face.mesh = mesh
+                    face.presence = max(face.presence, mesh.presence)
         for item in live:
-            item.faces = [f for f in item.faces if f.mesh.presence >= PRESENCE_THRESHOLD]
+            # a face is one when any pass's crop says so: a heavily blurred face's re-placed crops
+            # drift and their presence falls (the detector's crop still reads it as a face)
+            item.faces = [f for f in item.faces if f.presence >= PRESENCE_THRESHOLD]
             if not item.faces:
                 item.error = errors.NoFace()
         live = [it for it in live if it.error is None]

@@ -278,18 +278,24 @@ def test_the_degraded_path_withholds_too(settings) -> None:
     assert forced["value"] is not None
 
 
-def test_mirror_symmetric_mode_makes_a_flip_exact(settings) -> None:
-    """AURUM_MIRROR_SYMMETRIC: the detection symmetrized over the photo and its mirror, every
-    pass run mirrored, masks rasterized mirror-equivariantly: a flipped photo scores the same to
-    0.1 (the default mode moves these two by 1.04 and 0.75), and reports the detector's own box."""
+def test_a_flip_gives_the_same_score_by_construction(settings) -> None:
+    """AURUM_MIRROR_SYMMETRIC (the default): the detection symmetrized over the photo and its
+    mirror, every pass run mirrored, masks rasterized mirror-equivariantly: a flipped photo scores
+    the same (measured: 0.00 and 0.11 for these two, the second a face turned 50 degrees; what is
+    left is OpenCV's 1/32-pixel fixed-point bilinear sampling, not mirror-symmetric), against 1.04
+    and 0.75 without it; and the box reported is the detector's own."""
     import dataclasses
 
     symmetric = Pipeline(dataclasses.replace(settings, mirror_symmetric=True))
     symmetric.load(embedding=False)
-    for name in ("astronaut.png", "camera.png"):
+    plain = Pipeline(dataclasses.replace(settings, mirror_symmetric=False, mesh_passes=2))
+    plain.load(embedding=False)
+    for name, bound in (("astronaut.png", 0.05), ("camera.png", 0.15)):
         rgb = photo_rgb(name)
         a, b = primary(symmetric, rgb, ALWAYS), primary(symmetric, np.ascontiguousarray(rgb[:, ::-1]), ALWAYS)
-        assert abs(a["score"]["value"] - b["score"]["value"]) <= 0.1, name
+        assert abs(a["score"]["value"] - b["score"]["value"]) <= bound, name
+        c, d = primary(plain, rgb, ALWAYS), primary(plain, np.ascontiguousarray(rgb[:, ::-1]), ALWAYS)
+        assert abs(c["score"]["value"] - d["score"]["value"]) > 0.5, name  # what the construction buys
         assert b["pose"]["yaw"] == pytest.approx(-a["pose"]["yaw"], abs=0.1)
     plain = symmetric.detector.detect([photo_rgb("astronaut.png")], 0.6)[0][0]
     reported = primary(symmetric, photo_rgb("astronaut.png"))["box"]
