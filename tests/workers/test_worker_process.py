@@ -140,8 +140,8 @@ def test_a_slow_job_times_out_alone(live_worker) -> None:
 
 def test_each_image_of_a_batch_has_its_own_time_budget(live_worker) -> None:
     """A batch's limits grow with its images (AURUM_TASK_IMAGE_SECONDS): four images of 1.5 s
-    each (6 s) finish under a 2 s per-job soft limit with 2 s per further image; without the
-    per-image budget the same batch ends TIMEOUT."""
+    each (6 s) finish under a 2 s per-job soft limit with 3 s per further image (11 s: room for
+    a loaded machine); without the per-image budget the same batch ends TIMEOUT."""
     from api import create_app
     from service.config import ServiceSettings
     from tests.helpers.api import keyed_client, wait_done
@@ -155,7 +155,7 @@ def test_each_image_of_a_batch_has_its_own_time_budget(live_worker) -> None:
                           content_type="multipart/form-data").get_json()["job_id"]
         return wait_done(client, f"/api/ml/jobs/{job}", timeout=120)
 
-    within = batch(2.0)
+    within = batch(3.0)
     assert within["status"] == "succeeded" and all(len(i["faces"]) == 1 for i in within["result"]["items"])
     cut_short = batch(0.0)
     assert cut_short["status"] == "failed" and cut_short["error"]["code"] == "TIMEOUT"
