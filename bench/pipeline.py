@@ -108,13 +108,15 @@ def raw_model_ms(pipeline: Pipeline, images: list[bytes], embedding: bool, round
         square, _ = letterbox(img.rgb, det.size)
         return {"image": (square.astype(np.float32).transpose(2, 0, 1)[None] / 127.5 - 1)}
 
-    # FaceMesh as the pipeline calls it: with two passes, one crop then the crop and its mirror
-    # in one call; with one pass, the crop and its mirror (aurum.landmarks)
+    # FaceMesh as the pipeline calls it (aurum.pipeline): one call per pass, the crop and its
+    # mirror together in every pass with AURUM_MIRROR_SYMMETRIC, otherwise in the last only
+    s = pipeline.settings
+
     def mesh_feeds(crops):
         one = np.stack(crops).astype(np.float32).transpose(0, 3, 1, 2) / 255
         pair = {"image": np.concatenate([one, one[:, :, :, ::-1]])}
-        return [{"image": one}] + [pair] * (pipeline.settings.mesh_passes - 1) if pipeline.settings.mesh_passes > 1 \
-            else [pair]
+        return [pair if s.mirror_symmetric or k == s.mesh_passes - 1 else {"image": one}
+                for k in range(s.mesh_passes)]
 
     feeds = [(detector_feed(img), mesh_feeds(crops),
               {"features": feats},
@@ -128,7 +130,8 @@ def raw_model_ms(pipeline: Pipeline, images: list[bytes], embedding: bool, round
         times = []
         for f_det, f_mesh, f_score, f_emb in feeds:
             start = time.perf_counter()
-            sessions[0].run(None, f_det)
+            for _ in range(2 if s.mirror_symmetric else 1):  # the photo, and its mirror
+                sessions[0].run(None, f_det)
             for feed in f_mesh:
                 sessions[1].run(None, feed)
             sessions[2].run(None, f_score)
