@@ -9,10 +9,8 @@ result says ``degraded: true`` and why.
 
 from __future__ import annotations
 
-import time
-from contextlib import contextmanager
 from functools import lru_cache
-from typing import Any, Iterator
+from typing import Any
 
 import cv2
 import numpy as np
@@ -21,7 +19,7 @@ from . import errors
 from .config import Settings
 from .image import decode_image
 from .schemas import ScoreOptions
-from .results import FaceResult, document
+from .results import FaceResult, document, timed
 
 NAME, VERSION = "fallback_haar", "1.0.0"
 SIZE = 128
@@ -78,9 +76,9 @@ def score_values(features: dict[str, float]) -> tuple[float, dict[str, float]]:
 def score(data: bytes, options: ScoreOptions, settings: Settings, reason: str) -> dict[str, Any]:
     opts = options.resolve(settings)
     timings: dict[str, float] = {}
-    with _timed(timings, "decode"):
+    with timed(timings, "decode"):
         image = decode_image(data, settings)
-    with _timed(timings, "detect"):
+    with timed(timings, "detect"):
         grey = cv2.equalizeHist(cv2.cvtColor(image.rgb, cv2.COLOR_RGB2GRAY))
         min_px = max(24, round(opts.min_face_size * image.scale))
         boxes = _cascade("haarcascade_frontalface_default.xml").detectMultiScale(
@@ -88,7 +86,7 @@ def score(data: bytes, options: ScoreOptions, settings: Settings, reason: str) -
         if len(boxes) == 0:
             raise errors.NoFace("No face was found in the image (fallback detector).")
         boxes = sorted((tuple(int(v) for v in b) for b in boxes), key=lambda b: -b[2] * b[3])[:opts.max_faces]
-    with _timed(timings, "score"):
+    with timed(timings, "score"):
         raw_grey = cv2.cvtColor(image.rgb, cv2.COLOR_RGB2GRAY)
         faces = [_face(grey, raw_grey, box, image.scale, settings) for box in boxes]
     return document(image, faces, opts, {NAME: VERSION, "opencv": cv2.__version__}, timings, degraded_reason=reason)
@@ -115,12 +113,3 @@ def _face(grey: np.ndarray, raw_grey: np.ndarray, box: tuple[int, int, int, int]
     x, y, w, h = box
     return FaceResult(box=(x, y, x + w, y + h), keypoints=eyes, quality={**q, "passed": not reasons, "reasons": reasons},
                       score=value, components=components, features=features, model=f"{NAME}@{VERSION}")
-
-
-@contextmanager
-def _timed(timings: dict[str, float], name: str) -> Iterator[None]:
-    start = time.perf_counter()
-    try:
-        yield
-    finally:
-        timings[name] = (time.perf_counter() - start) * 1000

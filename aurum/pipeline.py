@@ -26,7 +26,7 @@ from .landmarks import NATIVE_FACE_SIDE, SIZE, FaceMesh, Mesh, roi_from_mesh, ro
 from .pose import Pose, estimate_pose
 from .measures import FaceMeasures, measure
 from .quality import assess
-from .results import FaceResult, document
+from .results import FaceResult, document, timed
 from .schemas import ScoreOptions
 from .scoring.features import FEATURES, FaceGeometry, face_features, feature_vector
 from .scoring.scorer import Scorer
@@ -102,7 +102,7 @@ class Pipeline:
         items = [_Item() for _ in images]
 
         for item, data in zip(items, images):
-            with _timed(item.timings, "decode"):
+            with timed(item.timings, "decode"):
                 try:
                     item.image = decode_image(data, s, detect_side=s.detector_size)
                 except errors.AurumError as exc:
@@ -126,10 +126,10 @@ class Pipeline:
 
         faces = [(it, f) for it in live for f in it.faces]
         with self._stage(live, "landmarks"):
-            # Two passes (see aurum.landmarks): the detector's crop places the face, the first
-            # mesh's own five points make the crop the final mesh is measured on. The final pass
-            # runs mirrored too; with mirror symmetry every pass does, so that the crop each pass
-            # hands on is exactly mirror-equivariant (from the symmetric detection onwards).
+            # AURUM_MESH_PASSES passes (see aurum.landmarks): the detector's crop places the face,
+            # each mesh's own five points place the next crop. The final pass runs mirrored too;
+            # with mirror symmetry every pass does, so that the crop each pass hands on is exactly
+            # mirror-equivariant (from the symmetric detection onwards).
             from_mesh = lambda face: roi_from_mesh(  # noqa: E731
                 face.mesh, estimate_pose(face.mesh.points, self.geometry.mean_shape).scale)
             passes = [(lambda face: roi_transform(face.det), s.mesh_passes == 1 or s.mirror_symmetric)]
@@ -228,12 +228,3 @@ class Pipeline:
 def _face_pixels(image: DecodedImage, det: Detection) -> tuple[np.ndarray, float]:
     """The pixels a face's model crops come from, and how many per ``image.rgb`` pixel."""
     return image.pixels_for(det.long_side * MAX_CROP_UPSAMPLING, NATIVE_FACE_SIDE)
-
-
-@contextmanager
-def _timed(timings: dict[str, float], name: str) -> Iterator[None]:
-    start = time.perf_counter()
-    try:
-        yield
-    finally:
-        timings[name] = timings.get(name, 0.0) + (time.perf_counter() - start) * 1000

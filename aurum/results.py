@@ -6,8 +6,10 @@ when asked for, the quality gate, timings and the degraded flags.
 
 from __future__ import annotations
 
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -32,6 +34,16 @@ class FaceResult:
     score_confidence: float | None = None
     landmarks: np.ndarray | None = None            # (468, 3)
     embedding: np.ndarray | None = None
+
+
+@contextmanager
+def timed(timings: dict[str, float], name: str) -> Iterator[None]:
+    """Add the block's wall time, in ms, to ``timings[name]`` (the document's ``timings_ms``)."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[name] = timings.get(name, 0.0) + (time.perf_counter() - start) * 1000
 
 
 def document(image: DecodedImage, faces: list[FaceResult], options: ScoreOptions, models: dict[str, str],

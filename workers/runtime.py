@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
@@ -10,13 +11,11 @@ from typing import Any
 
 import redis
 
-import dataclasses
-
 from aurum.pipeline import Pipeline
 from aurum.store import gpu_for_child
 
 from service import config, heartbeats
-from service.cache import ResultCache, result_identity
+from service.cache import ResultCache, identity_digest, result_identity
 from service.config import ServiceSettings
 from service.images import ImageStore
 
@@ -24,7 +23,7 @@ log = logging.getLogger(__name__)
 
 _pipeline: Pipeline | None = None
 _settings: ServiceSettings | None = None  # the process's, with this child's threads and GPU
-_identity: dict[str, Any] | None = None
+_identity: tuple[dict[str, Any], str] | None = None  # this child's result identity and its digest
 _images: ImageStore | None = None
 _cache: ResultCache | None = None
 
@@ -129,10 +128,20 @@ def settings() -> ServiceSettings:
 
 def identity() -> dict[str, Any]:
     """This child's result identity (service/cache.py): what its cache keys are made with."""
+    return _identity_and_digest()[0]
+
+
+def digest() -> str:
+    """The short name of :func:`identity`, what a job's ``aurum_identity`` header is compared with."""
+    return _identity_and_digest()[1]
+
+
+def _identity_and_digest() -> tuple[dict[str, Any], str]:
     global _identity
     if _identity is None:
         p = pipeline()
-        _identity = result_identity(p.versions(), p.settings)
+        made = result_identity(p.versions(), p.settings)
+        _identity = (made, identity_digest(made))
     return _identity
 
 

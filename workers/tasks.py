@@ -23,7 +23,7 @@ from aurum import errors, fallback
 from aurum.schemas import load_options
 from service import config, keyspace
 from service.contract import HEADERS, SCORE_BATCH, SCORE_FALLBACK, SCORE_IMAGE, JobFailed, time_limits
-from service.cache import cache_key, identity_digest
+from service.cache import cache_key
 from service.images import ImageExpired
 
 from . import chaos, metrics, runtime
@@ -270,7 +270,7 @@ def _usable(task: Task, key: str) -> str:
     """The API's cache key, or "" (no caching) when the API made it for another result identity
     than this child's (models or settings differ during a rolling upgrade): its entry would lie."""
     made_for = header(task, "aurum_identity")
-    return "" if key and made_for and made_for != identity_digest(runtime.identity()) else key
+    return "" if key and made_for and made_for != runtime.digest() else key
 
 
 @app.task(name=SCORE_IMAGE, bind=True, base=ScoringTask, throws=(JobFailed,))
