@@ -203,12 +203,13 @@ def test_redelivered_job_becomes_a_dead_letter(worker) -> None:
     job_id = "poison-job-1"
     store = runtime.images().redis
     store.set(f"aurum:deliveries:aurum.score_image:{job_id}", MAX_DELIVERIES)
+    image = put(photo_bytes("astronaut.png"))
     with pytest.raises(JobFailed) as info:
-        score_image.apply_async(args=(put(photo_bytes("astronaut.png")),), task_id=job_id).get(timeout=30)
+        score_image.apply_async(args=(image,), task_id=job_id).get(timeout=30)
     assert info.value.code == "POISON_MESSAGE"
     assert job_id.encode() in store.lrange(DEAD_LETTERS, 0, -1)
-    assert all(released(k.decode()) for k in store.keys("aurum:image:*")), \
-        "a dead-lettered job's image must not linger"
+    # this job's image: other modules' jobs share the database and end on their own schedule
+    assert released(image), "a dead-lettered job's image must not linger"
 
 
 @pytest.mark.parametrize("task_name,photo,stored_as", [
@@ -244,11 +245,13 @@ def test_images_are_released_only_after_the_outcome_is_stored(worker, monkeypatc
 
 
 def test_messages_carry_keys_not_images(worker) -> None:
+    from workers import runtime
     from workers.tasks import score_image
 
     key = put(photo_bytes("astronaut.png"))
     sig = score_image.s(key)
     assert sig.args == (key,) and len(repr(sig)) < 200
+    runtime.images().delete(key)  # never run: leave no image behind for the tests after
 
 
 def test_cache_keys_made_for_another_result_identity_are_left_alone(worker, fresh_cache) -> None:
