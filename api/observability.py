@@ -18,6 +18,7 @@ from prometheus_client import (CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry,
 from prometheus_client.core import GaugeMetricFamily
 
 from aurum import logs
+from service import heartbeats
 
 log = logging.getLogger("aurum.api")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
@@ -49,6 +50,24 @@ class QueueDepth:
         yield family
 
 
+class LiveChildren:
+    """``aurum_worker_children_ready``: worker pool children with their models loaded, from their
+    heartbeats (service/heartbeats.py): what /ready counts, and what the no-worker alert watches
+    (a scrape of each child's own exporter cannot tell "none" from "not yet scraped")."""
+
+    def __init__(self, client) -> None:
+        self.redis = client
+
+    def collect(self):
+        try:
+            count = len(heartbeats.live(self.redis))
+        except Exception:  # Redis down: absent, as with the queue depth
+            return
+        family = GaugeMetricFamily("aurum_worker_children_ready", "Worker children beating, models loaded")
+        family.add_metric([], count)
+        yield family
+
+
 class _ThisProcess:
     """The default registry's metrics, inside the per-app registry (no multiprocess dir)."""
 
@@ -66,6 +85,7 @@ def registry(client) -> CollectorRegistry:
         reg = CollectorRegistry()
         reg.register(_ThisProcess())
     reg.register(QueueDepth(client))
+    reg.register(LiveChildren(client))
     return reg
 
 

@@ -53,6 +53,10 @@ class Settings:
     detector_size: int = setting("AURUM_DETECTOR_SIZE", 640,
                                  "YuNet input long side, pixels (320 is 4x faster but misses small faces); "
                                  "large JPEGs are first decoded at the DCT scale nearest above it.")
+    detector_first_size: int = setting("AURUM_DETECTOR_FIRST_SIZE", 320,
+                                       "YuNet's first detection size: the full AURUM_DETECTOR_SIZE run follows only "
+                                       "where a face could be missed or placed coarsely (none found, several, or one under "
+                                       "8 % of the photo's long side), and where an embedding is made; 0: the full size only.")
     scorer: str = setting("AURUM_SCORER", "geometric_scorer", "Manifest name of the scoring model.")
     # --- input limits -----------------------------------------------------------------------
     max_image_bytes: int = setting("AURUM_MAX_IMAGE_BYTES", 10 * 1024 * 1024, "Largest accepted upload, bytes.")

@@ -19,7 +19,7 @@ import numpy as np
 
 from . import errors
 from .config import Settings
-from .detect import Detection, make_detector, symmetric
+from .detect import Detection, make_staged, symmetric
 from .embed import SFace, align, five_points
 from .image import DecodedImage, decode_image
 from .landmarks import NATIVE_FACE_SIDE, SIZE, FaceMesh, Mesh, roi_from_mesh, roi_transform, warp_crop
@@ -69,7 +69,7 @@ class Pipeline:
         s = self.settings
         self.store = store or ModelStore(s.models_dir, device=s.device, device_id=s.gpus[0] if s.gpus else 0,
                                          threads=s.ort_threads)
-        self.detector = make_detector(self.store, s.detector, s.detector_size)
+        self.detector = make_staged(self.store, s.detector, s.detector_size, s.detector_first_size)
         self.geometry = FaceGeometry.from_json(self.store.data("face_geometry"))
         self.facemesh = FaceMesh(self.store, self.geometry.mirror)
         self.sface = SFace(self.store)
@@ -111,13 +111,14 @@ class Pipeline:
 
         with self._stage(live, "detect"):
             rgbs = [it.image.rgb for it in live]
-            found = self.detector.detect(rgbs, opts.detection_threshold) if live else []
-            if s.mirror_symmetric and live:
-                # cv2.flip: ~0.1 ms for a 640 px photo, a negative-stride numpy copy ~3 ms
-                flipped = self.detector.detect([cv2.flip(rgb, 1) for rgb in rgbs], opts.detection_threshold)
-                pairs = [symmetric(p, f, rgb.shape[1]) for p, f, rgb in zip(found, flipped, rgbs)]
+            # cv2.flip: ~0.1 ms for a 640 px photo, a negative-stride numpy copy ~3 ms
+            groups = [[rgb, cv2.flip(rgb, 1)] if s.mirror_symmetric else [rgb] for rgb in rgbs]
+            embedding = opts.return_embedding or self.scorer.needs_embedding
+            found = self.detector.detect(groups, opts.detection_threshold, precise=embedding) if live else []
+            if s.mirror_symmetric:
+                pairs = [symmetric(p, f, rgb.shape[1]) for (p, f), rgb in zip(found, rgbs)]
             else:
-                pairs = [[(d, d) for d in dets] for dets in found]
+                pairs = [[(d, d) for d in dets] for (dets,) in found]
         for item, dets in zip(live, pairs):
             scale = item.image.scale
             dets = [(d, f) for d, f in dets if d.size / scale >= opts.min_face_size]

@@ -92,20 +92,26 @@ def raw_model_ms(pipeline: Pipeline, images: list[bytes], embedding: bool, round
     for data in images:
         result = pipeline.score(data, ScoreOptions(return_embedding=embedding))
         img = decode_image(data, pipeline.settings)
-        dets = det.detect([img.rgb], pipeline.settings.detection_threshold)[0][:1]
+        dets = det.full.detect([img.rgb], pipeline.settings.detection_threshold)[0][:1]
         crops, _ = pipeline.facemesh.crops(img.rgb, dets)
         feats = np.array([feature_vector(result["faces"][0]["score"]["features"])], dtype=np.float32)
         aligned = align(img.rgb, five_points(dets[0].keypoints))
-        prepared.append((img, crops, feats, aligned))
+        # the detector stages the pipeline runs for this photo: the first, and the full one if handed on
+        group = [img.rgb, img.rgb[:, ::-1].copy()] if pipeline.settings.mirror_symmetric else [img.rgb]
+        before = det.full_runs
+        det.detect([group], pipeline.settings.detection_threshold, precise=embedding)
+        stages = ([det.full] if det.first is None or embedding else
+                  [det.first] + ([det.full] if det.full_runs > before else []))
+        prepared.append((img, crops, feats, aligned, stages))
 
-    def detector_feed(img):
-        if det.name == "yunet":
+    def detector_feed(img, stage):
+        if stage.name == "yunet":
             h, w = img.rgb.shape[:2]
-            ratio = min(1.0, det.input_size / max(h, w))
+            ratio = min(1.0, stage.input_size / max(h, w))
             nw, nh = round(w * ratio), round(h * ratio)
             pw, ph = -(-nw // 32) * 32, -(-nh // 32) * 32
-            return {store.session(det.name).get_inputs()[0].name: np.zeros((1, 3, ph, pw), np.float32)}
-        square, _ = letterbox(img.rgb, det.size)
+            return {store.session(stage.name).get_inputs()[0].name: np.zeros((1, 3, ph, pw), np.float32)}
+        square, _ = letterbox(img.rgb, stage.size)
         return {"image": (square.astype(np.float32).transpose(2, 0, 1)[None] / 127.5 - 1)}
 
     # FaceMesh as the pipeline calls it (aurum.pipeline): one call per pass, the crop and its
@@ -118,11 +124,11 @@ def raw_model_ms(pipeline: Pipeline, images: list[bytes], embedding: bool, round
         return [pair if s.mirror_symmetric or k == s.mesh_passes - 1 else {"image": one}
                 for k in range(s.mesh_passes)]
 
-    feeds = [(detector_feed(img), mesh_feeds(crops),
+    feeds = [([detector_feed(img, stage) for stage in stages], mesh_feeds(crops),
               {"features": feats},
               {store.session("sface").get_inputs()[0].name:
                np.ascontiguousarray(aligned[None, :, :, ::-1].astype(np.float32).transpose(0, 3, 1, 2))})
-             for img, crops, feats, aligned in prepared]
+             for img, crops, feats, aligned, stages in prepared]
     sessions = (store.session(det.name), store.session("facemesh"), store.session(pipeline.scorer.name),
                 store.session("sface"))
     per_round = []
@@ -131,7 +137,8 @@ def raw_model_ms(pipeline: Pipeline, images: list[bytes], embedding: bool, round
         for f_det, f_mesh, f_score, f_emb in feeds:
             start = time.perf_counter()
             for _ in range(2 if s.mirror_symmetric else 1):  # the photo, and its mirror
-                sessions[0].run(None, f_det)
+                for feed in f_det:  # each detector stage the photo goes through
+                    sessions[0].run(None, feed)
             for feed in f_mesh:
                 sessions[1].run(None, feed)
             sessions[2].run(None, f_score)

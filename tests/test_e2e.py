@@ -120,6 +120,12 @@ def test_metrics_move_after_real_jobs(stack) -> None:
     assert total(worker, "aurum_faces_per_image_sum") >= 3  # the group photo
     assert total(worker, "aurum_model_load_seconds_count") >= 2  # both pool children
     assert total(worker, "aurum_cache_requests_total", side="worker", result="miss") > 0
+    # what the result alerts watch (deploy/alerts.yml): every face judged, the scores given
+    judged = total(worker, "aurum_faces_total") - total(before_worker, "aurum_faces_total")
+    assert judged >= 3 and judged == total(worker, "aurum_faces_per_image_sum") - total(before_worker,
+                                                                                        "aurum_faces_per_image_sum")
+    assert total(worker, "aurum_face_score_count") > total(before_worker, "aurum_face_score_count")
+    assert api["aurum_worker_children_ready"] == 2  # both pool children beat
 
 
 def test_coalescing_runs_the_models_once_by_the_metric(stack) -> None:

@@ -28,6 +28,14 @@ FALLBACKS = Counter("aurum_fallbacks_total", "Jobs handed to the degraded fallba
 DEAD_LETTERS = Counter("aurum_dead_letters_total", "Jobs failed as POISON_MESSAGE")
 MODEL_LOAD_SECONDS = Histogram("aurum_model_load_seconds", "Loading and warming a child's models",
                                buckets=(0.1, 0.25, 0.5, 1, 2, 4, 8, 16))
+MODEL_LOAD_FAILURES = Counter("aurum_model_load_failures_total",
+                              "Model loads that failed (each job of a child without models tries again)")
+# What the results say, for the quality and score-shift alerts (deploy/alerts.yml): the scores
+# given (withheld ones are not) by scorer version, and each face's quality verdict.
+SCORES = Histogram("aurum_face_score", "Scores given, by scorer version", ["model"],
+                   buckets=tuple(range(5, 100, 5)))
+FACES_JUDGED = Counter("aurum_faces_total", "Faces scored, by quality verdict (passed, failed)", ["quality"])
+QUALITY_REASONS = Counter("aurum_quality_reasons_total", "Quality-failure reasons given", ["reason"])
 
 
 def observe_result(result: dict[str, Any]) -> None:
@@ -35,5 +43,14 @@ def observe_result(result: dict[str, Any]) -> None:
     for stage, ms in result.get("timings_ms", {}).items():
         if stage != "total":
             STAGE_SECONDS.labels(stage).observe(ms / 1000)
-    FACES.observe(len(result.get("faces", [])))
+    faces = result.get("faces", [])
+    FACES.observe(len(faces))
     MODEL_RUNS.inc()
+    for face in faces:
+        quality = face.get("quality") or {}
+        FACES_JUDGED.labels("passed" if quality.get("passed") else "failed").inc()
+        for reason in quality.get("reasons", []):
+            QUALITY_REASONS.labels(reason).inc()
+        score = face.get("score") or {}
+        if score.get("value") is not None:
+            SCORES.labels(score.get("model", "")).observe(score["value"])

@@ -86,13 +86,17 @@ def load(child_index: int = 0, concurrency: int | None = None, hostname: str | N
     if base.device == "cuda":
         overrides["gpus"] = (gpu_for_child(child_index, base.gpus),)
     _settings = child = dataclasses.replace(base, **overrides)
+    from .metrics import MODEL_LOAD_FAILURES, MODEL_LOAD_SECONDS
+
     start = time.perf_counter()
-    pipeline = Pipeline(child)
-    pipeline.load(embedding=True)
+    try:
+        pipeline = Pipeline(child)
+        pipeline.load(embedding=True)
+    except Exception:  # the child lives on, its jobs go to the fallback; an operator is paged
+        MODEL_LOAD_FAILURES.inc()
+        raise
     _pipeline = pipeline
     _identity = None
-    from .metrics import MODEL_LOAD_SECONDS
-
     MODEL_LOAD_SECONDS.observe(time.perf_counter() - start)
     if hostname:
         start_heartbeat(f"{hostname}:{child_index}", child_record(hostname, child_index, pipeline))

@@ -16,13 +16,9 @@ import yaml
 
 from tests.helpers.redis_server import free_port
 from tests.helpers.deploy import procfile
+from tests.helpers.monitoring import base_name, our_metric_names
 
 ROOT = Path(__file__).resolve().parents[2]
-SUFFIXES = re.compile(r"_(bucket|sum|count|total|created)$")
-
-
-def base_name(name: str) -> str:
-    return SUFFIXES.sub("", name)
 
 
 def dashboard_metric_names() -> set[str]:
@@ -30,14 +26,6 @@ def dashboard_metric_names() -> set[str]:
     exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
     assert exprs
     return {base_name(m) for e in exprs for m in re.findall(r"\b((?:aurum|flower)_[a-z_]+)\b", e)}
-
-
-def our_metric_names(celery_app) -> set[str]:
-    import workers.metrics  # noqa: F401 - registers the worker metrics in this process
-    from api import create_app
-
-    text = create_app().test_client().get("/metrics").get_data(as_text=True)
-    return {base_name(line.split()[2]) for line in text.splitlines() if line.startswith("# TYPE ")}
 
 
 def stop(proc: subprocess.Popen) -> None:

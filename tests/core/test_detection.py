@@ -110,3 +110,43 @@ def test_boxes_are_in_original_pixels_after_reduced_decode(pipeline: Pipeline) -
     result = pipeline.score(big)
     assert (result["image"]["width"], result["image"]["height"]) == (3072, 3072)
     assert_box_near(result["faces"][0]["box"], [v * 6 for v in ASTRONAUT_FACE], tol=60)
+
+
+# --- the first detection stage (AURUM_DETECTOR_FIRST_SIZE) -----------------------------------
+def _groups():
+    """Group photos: the composition at its three scales and the development set's two."""
+    from tests.helpers.devset import devset_photos
+
+    canvas, _ = group_photo()
+    photos = [("composition", encode(canvas))]
+    photos += [(p.name, p.read_bytes()) for p in devset_photos() if "group" in p.name or "friends" in p.name]
+    return photos
+
+
+def test_the_first_stage_loses_no_face_of_a_group_photo(pipeline: Pipeline, settings: Settings) -> None:
+    """A group photo goes on to the full-size run: the same faces as with the full size only."""
+    assert pipeline.detector.first is not None and pipeline.detector.first.input_size == settings.detector_first_size
+    full_only = Pipeline(Settings.from_env(detector_first_size=0))
+    for name, data in _groups():
+        staged, plain = pipeline.score(data)["faces"], full_only.score(data)["faces"]
+        assert len(staged) == len(plain) >= 3, name
+        for a, b in zip(staged, plain):
+            assert a["box"] == b["box"], name
+
+
+def test_a_portrait_is_detected_by_the_first_stage_alone(pipeline: Pipeline, settings: Settings) -> None:
+    """One clear face: the 320 run suffices (a third of the 640 run's cost) and places the face
+    within a few pixels of the full run; its score moves less than the ordinary edits do."""
+    full_only = Pipeline(Settings.from_env(detector_first_size=0))
+    before = pipeline.detector.full_runs
+    staged = pipeline.score(photo_bytes("astronaut.png"))["faces"][0]
+    assert pipeline.detector.full_runs == before, "the portrait went on to the full-size run"
+    plain = full_only.score(photo_bytes("astronaut.png"))["faces"][0]
+    assert_box_near(staged["box"], plain["box"], tol=3.0)
+    assert abs(staged["score"]["value"] - plain["score"]["value"]) < 1.5
+
+
+def test_an_embedding_is_aligned_on_full_size_keypoints(pipeline: Pipeline) -> None:
+    before = pipeline.detector.full_runs
+    pipeline.score(photo_bytes("astronaut.png"), ScoreOptions(return_embedding=True))
+    assert pipeline.detector.full_runs > before

@@ -74,6 +74,13 @@ class Stack:
         self.procs[1] = subprocess.Popen(self.commands["worker"], cwd=ROOT, env=self.env, stdout=self.logs[1],
                                          stderr=subprocess.STDOUT)
 
+    def stop_worker(self) -> None:
+        """Stop the worker for good (SIGTERM, as an operator would), not restarted."""
+        self._stopping.set()
+        self._supervisor.join()
+        self.worker.terminate()
+        self.worker.wait(60)
+
     def wait_ready(self, timeout: float = 90) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -8,6 +8,7 @@ import time
 import numpy as np
 
 import pytest
+from prometheus_client import REGISTRY
 from aurum import errors
 
 from tests.helpers.photos import encode, group_photo, photo_bytes
@@ -182,8 +183,10 @@ def test_models_that_cannot_load_go_straight_to_the_fallback(worker, tmp_path, m
     (models / "facemesh.onnx").write_bytes(b"corrupted")
     service_env(AURUM_MODELS_DIR=str(models))
     monkeypatch.setattr(runtime, "_pipeline", None)
+    failures = REGISTRY.get_sample_value("aurum_model_load_failures_total") or 0
     result = tasks.score_image.apply_async(args=(put(photo_bytes("astronaut.png")),)).get(timeout=30)
     assert result["degraded"] is True and "MODEL_CHECKSUM_MISMATCH" in result["degraded_reason"]
+    assert REGISTRY.get_sample_value("aurum_model_load_failures_total") > failures  # the operator is paged
     with pytest.raises(tasks.JobFailed) as info:
         tasks.score_image.apply_async(args=(put(photo_bytes("coffee.png")),)).get(timeout=30)
     assert info.value.code == "NO_FACE"
