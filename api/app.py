@@ -17,13 +17,12 @@ from service.config import ServiceSettings
 from service.keys import KeyStore, check_rate
 from service.privacy import init_sentry
 
-from . import errors, observability, security, uploads
-from .auth import authenticate
+from . import auth, errors, observability, security, uploads
 from .health import Health
 from .jobs import Jobs
 from .limits import config as limits_config
 from .limits import limiter, standard_headers_only
-from .views import health, ml
+from .views import admin, health, ml
 
 
 class AurumApi(Api):
@@ -42,6 +41,7 @@ def create_app(settings: ServiceSettings | None = None) -> Flask:
             except ValueError as exc:
                 raise ValueError(f"{name}: {exc}") from None
         settings.sealer  # malformed keys fail here (no keys at all: /ready says NO_ENCRYPTION_KEY)
+        tokens = auth.verifier(settings)  # an unreadable JWKS fails here, not at the first request
     except ValueError as exc:  # one clear line at start, not a traceback
         print(f"aurum: invalid setting: {exc}", file=sys.stderr)
         raise SystemExit(3) from None  # gunicorn's "worker failed to boot": stop, do not respawn
@@ -65,15 +65,19 @@ def create_app(settings: ServiceSettings | None = None) -> Flask:
     app.extensions["aurum.jobs"] = Jobs(client, settings)
     app.extensions["aurum.health"] = Health(client, settings)
     app.extensions["aurum.keys"] = KeyStore(client)
+    app.extensions["aurum.tokens"] = tokens
 
     observability.register(app, client)  # first: the request id is set before anything logs
-    app.before_request(authenticate)  # before the limiter's check: limits are per key
+    app.before_request(auth.authenticate)  # before the limiter's check: limits are per key
     app.after_request(standard_headers_only)  # registered first, so it runs after the limiter's headers
     limiter.init_app(app)
 
-    api = AurumApi(app)
+    api = AurumApi(app, spec_kwargs={"extra_plugins": [auth.RolesPlugin()]})
     api.spec.components.schema("Result", schema=ml.ResultSchema)
+    for name, scheme in auth.SECURITY_SCHEMES.items():
+        api.spec.components.security_scheme(name, scheme)
     api.register_blueprint(ml.blp)
+    api.register_blueprint(admin.blp)
     api.register_blueprint(health.blp)
     errors.register(app)  # after Api: our one error shape replaces flask-smorest's
     security.register(app, settings.cors_origins)

@@ -16,6 +16,7 @@ from service.contract import kind_of
 STATUS_BY_KIND = {  # every kind of aurum.errors and service.contract
     "input": 400,
     "unauthenticated": 401,
+    "forbidden": 403,
     "too_large": 413,
     "unsupported": 415,
     "unprocessable": 422,

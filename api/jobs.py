@@ -188,6 +188,18 @@ class Jobs:
     def status(self, job_id: str, owner: str) -> dict[str, Any]:
         return self._status(job_id, self.record(job_id, owner))
 
+    def metadata(self, job_id: str) -> dict[str, Any]:
+        """Any tenant's job, for an admin: what it is and where it stands, never its images or
+        what was computed from them (the result)."""
+        record = self.records.load(job_id) if _valid_id(job_id) else None
+        if record is None:
+            raise JobNotFound()
+        doc = {k: v for k, v in self._status(job_id, record).items() if k in METADATA}
+        if "error" in doc:
+            doc["error"] = {"code": doc["error"]["code"]}
+        return {**doc, "owner": record["owner"][:16], "images": record["total"],
+                "images_stored": len(record.get("images", []))}
+
     def _status(self, job_id: str, record: dict[str, Any]) -> dict[str, Any]:
         doc: dict[str, Any] = {"job_id": job_id, "kind": record["kind"], "created_at": record["created_at"]}
         if "cached" in record:
@@ -284,6 +296,9 @@ def _outcome(doc: Any, cached: bool) -> dict[str, Any]:
     if isinstance(doc, dict) and "faces" in doc:
         doc = {**doc, "cached": cached or doc.get("cached", False)}
     return {"status": "succeeded", "result": doc}
+
+
+METADATA = ("job_id", "kind", "created_at", "status", "progress", "error", "cached")
 
 
 def _valid_id(job_id: str) -> bool:

@@ -165,7 +165,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
             if not args.name:
                 print("error: --name is required", file=sys.stderr)
                 return 2
-            token, key = store.create(args.name, args.rate)
+            token, key = store.create(args.name, args.rate, args.role)
             print(token)
             print(f"created key {key.name!r} ({key.hint}...); store it now: it is not shown again",
                   file=sys.stderr)
@@ -175,7 +175,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
                 print(json.dumps(rows, indent=2))
             for r in [] if args.json else rows:
                 state = "revoked" if r["revoked"] else "active"
-                print(f"{r['name']:<24} {r['hint']}...  {state:<8} rate {r['rate'] or 'default'}")
+                print(f"{r['name']:<24} {r['hint']}...  {state:<8} {r['role']:<7} rate {r['rate'] or 'default'}")
         else:
             if not args.name:
                 print("error: give the key's name (or its hint) to revoke", file=sys.stderr)
@@ -320,6 +320,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", nargs="?", help="revoke: the key's name or hint")
     p.add_argument("--name", dest="name", help="create: a name for the key")
     p.add_argument("--rate", help='create: its own limits, e.g. "600/minute;30/second"')
+    p.add_argument("--role", default="client", choices=["client", "admin"],
+                   help="create: client (its own jobs, the default) or admin (the /api/admin endpoints)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_keys)
 

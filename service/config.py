@@ -47,6 +47,12 @@ class ServiceSettings(Settings):
     cache_l1_size: int = setting("AURUM_CACHE_L1_SIZE", 1024, "Results kept in each process's in-memory cache.")
     cache_l1_ttl: int = setting("AURUM_CACHE_L1_TTL", 300, "Seconds a process keeps a result in memory.")
     auth: str = setting("AURUM_AUTH", "on", "API keys required (on) or not (off: local development only).")
+    jwt_jwks: str = setting("AURUM_JWT_JWKS", "",
+                            "Path of a JWKS file of RS256/ES256 public keys: when set, Authorization: Bearer <JWT> "
+                            "is accepted besides API keys (needs AURUM_JWT_ISSUER and AURUM_JWT_AUDIENCE).")
+    jwt_issuer: str = setting("AURUM_JWT_ISSUER", "", "The iss every JWT must carry.")
+    jwt_audience: str = setting("AURUM_JWT_AUDIENCE", "", "The aud every JWT must carry.")
+    jwt_leeway: int = setting("AURUM_JWT_LEEWAY", 30, "Clock skew allowed on a JWT's exp, nbf and iat, seconds.")
     rate_limit: str = setting("AURUM_RATE_LIMIT", "600/minute;30/second",
                               "Default per-key request limits (a fixed window and a burst window).")
     batch_image_limit: str = setting("AURUM_BATCH_IMAGE_LIMIT", "1200/minute", "Per-key images submitted in batches.")
@@ -66,6 +72,12 @@ class ServiceSettings(Settings):
     metrics_bind: str = setting("AURUM_METRICS_BIND", "127.0.0.1", "Address the workers' exporters listen on.")
     worker_init_timeout: float = setting("AURUM_WORKER_INIT_TIMEOUT", 30.0,
                                          "Seconds a pool child may take to load and warm its models.")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.jwt_jwks and not (self.jwt_issuer and self.jwt_audience):
+            raise ValueError("AURUM_JWT_JWKS: set AURUM_JWT_ISSUER and AURUM_JWT_AUDIENCE with it "
+                             "(a token for another service must not be accepted here)")
 
     @cached_property
     def sealer(self) -> Sealer:

@@ -17,6 +17,7 @@ from . import keyspace
 
 INDEX = keyspace.API_KEYS
 TOKEN_PREFIX = "ak_"
+ROLES = ("client", "admin")  # client: its own jobs; admin: keys, cache, dead letters, models (api/auth.py)
 
 
 @dataclass(frozen=True)
@@ -27,10 +28,11 @@ class ApiKey:
     created_at: float
     revoked: bool = False
     hint: str = ""       # the key's first characters, to tell keys apart in listings
+    role: str = "client"  # keys made before roles existed are clients
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id[:16], "name": self.name, "rate": self.rate, "created_at": self.created_at,
-                "revoked": self.revoked, "hint": self.hint}
+                "revoked": self.revoked, "hint": self.hint, "role": self.role}
 
 
 def check_rate(rate: str) -> None:
@@ -52,15 +54,17 @@ class KeyStore:
     def __init__(self, client) -> None:  # a redis.Redis
         self.redis = client
 
-    def create(self, name: str, rate: str | None = None) -> tuple[str, ApiKey]:
+    def create(self, name: str, rate: str | None = None, role: str = "client") -> tuple[str, ApiKey]:
         if not name or len(name) > 100:
             raise ValueError("a key needs a name of 1 to 100 characters")
+        if role not in ROLES:
+            raise ValueError(f"a key's role is one of {', '.join(ROLES)}, not {role!r}")
         if rate is not None:
             check_rate(rate)
         if any(k.name == name and not k.revoked for k in self.list()):
             raise ValueError(f"an active key named {name!r} exists; revoke it first or pick another name")
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-        key = ApiKey(id=key_id(token), name=name, rate=rate, created_at=time.time(), hint=token[:7])
+        key = ApiKey(id=key_id(token), name=name, rate=rate, created_at=time.time(), hint=token[:7], role=role)
         with self.redis.pipeline(transaction=True) as pipe:
             pipe.set(keyspace.api_key(key.id), json.dumps(key.__dict__))
             pipe.sadd(INDEX, key.id).sadd(keyspace.API_KEYS_ACTIVE, key.id).execute()

@@ -3,9 +3,11 @@ our own redis-server, real photos over HTTP on 127.0.0.1."""
 
 from __future__ import annotations
 
+import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import pytest
 import requests
 
@@ -120,12 +122,22 @@ def test_metrics_move_after_real_jobs(stack) -> None:
     assert total(worker, "aurum_faces_per_image_sum") >= 3  # the group photo
     assert total(worker, "aurum_model_load_seconds_count") >= 2  # both pool children
     assert total(worker, "aurum_cache_requests_total", side="worker", result="miss") > 0
-    # what the result alerts watch (deploy/alerts.yml): every face judged, the scores given
-    judged = total(worker, "aurum_faces_total") - total(before_worker, "aurum_faces_total")
-    assert judged >= 3 and judged == total(worker, "aurum_faces_per_image_sum") - total(before_worker,
-                                                                                        "aurum_faces_per_image_sum")
-    assert total(worker, "aurum_face_score_count") > total(before_worker, "aurum_face_score_count")
     assert api["aurum_worker_children_ready"] == 2  # both pool children beat
+
+
+def test_result_metrics_count_every_face_judged(stack) -> None:
+    """What the result alerts watch (deploy/alerts.yml): each face's quality verdict and the
+    scores given, on a group photo no earlier test sent (a cached result runs no model)."""
+    before = scrape(stack.worker_metrics)
+    canvas, _ = group_photo()
+    canvas[0, 0] = np.random.default_rng().integers(0, 256, 3)  # a new image: not in the cache
+    assert submit(stack, encode(canvas), wait=20).status_code == 200
+    after = scrape(stack.worker_metrics)
+    judged = total(after, "aurum_faces_total") - total(before, "aurum_faces_total")
+    assert judged == 3 == total(after, "aurum_faces_per_image_sum") - total(before, "aurum_faces_per_image_sum")
+    scored = total(after, "aurum_face_score_count") - total(before, "aurum_face_score_count")
+    passed = total(after, "aurum_faces_total", quality="passed") - total(before, "aurum_faces_total", quality="passed")
+    assert 1 <= scored <= 3 and passed <= judged
 
 
 def test_coalescing_runs_the_models_once_by_the_metric(stack) -> None:
@@ -223,3 +235,18 @@ def test_redis_stopped_submit_answers_503_within_a_second(stack) -> None:
     assert response.status_code == 503 and response.json()["error"]["code"] == "SERVICE_UNAVAILABLE"
     assert stack.http.get(stack.base + "/health", timeout=2).status_code == 200
     assert stack.http.get(stack.base + "/ready", timeout=5).status_code == 503
+
+
+def test_an_admin_key_made_by_the_cli_reaches_the_admin_api_and_a_client_key_does_not(stack) -> None:
+    import subprocess
+    import sys
+
+    made = subprocess.run([sys.executable, "-m", "aurum", "keys", "create", "--name", "e2e-admin", "--role", "admin"],
+                          env=stack.env, capture_output=True, text=True, timeout=30, check=True)
+    listed = subprocess.run([sys.executable, "-m", "aurum", "keys", "list", "--json"], env=stack.env,
+                            capture_output=True, text=True, timeout=30, check=True)
+    assert {k["name"]: k["role"] for k in json.loads(listed.stdout)}["e2e-admin"] == "admin"
+    admin = requests.get(stack.base + "/api/admin/keys", headers={"X-API-Key": made.stdout.strip()}, timeout=15)
+    assert admin.status_code == 200 and "e2e" in {k["name"] for k in admin.json()}
+    refused = stack.http.get(stack.base + "/api/admin/keys", timeout=15)
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "FORBIDDEN"

@@ -6,9 +6,9 @@ import io
 import time
 
 
-def keyed_client(app, name: str, rate: str | None = None):
+def keyed_client(app, name: str, rate: str | None = None, role: str = "client"):
     """A test client that sends a fresh API key, created the way `aurum keys create` does."""
-    token, _ = app.extensions["aurum.keys"].create(name, rate)
+    token, _ = app.extensions["aurum.keys"].create(name, rate, role)
     c = app.test_client()
     c.environ_base["HTTP_X_API_KEY"] = token
     return c

@@ -1,0 +1,148 @@
+"""The admin API (role ``admin``, api/auth.py): API keys, the result cache, dead letters, model
+status and any tenant's job metadata: what otherwise needs the CLI and Redis. Never an image,
+nor a result computed from one."""
+
+from __future__ import annotations
+
+from flask import current_app, jsonify, request
+from flask_smorest import Blueprint
+from marshmallow import Schema, ValidationError, fields, validate
+
+from aurum import errors
+from aurum.schemas import ErrorSchema
+from service import keyspace
+from service.keys import ROLES, check_rate
+
+from ..schemas import WorkerModelsSchema
+
+blp = Blueprint("admin", __name__, url_prefix="/api/admin",
+                description="Operations (admin role): keys, cache, dead letters, models, job metadata")
+DEAD_LETTERS_LISTED = 100
+
+
+class KeyNotFound(errors.AurumError):
+    code = "KEY_NOT_FOUND"
+    kind = "not_found"
+    default_message = "No active key has that name, hint or id."
+
+
+class NewKeySchema(Schema):
+    name = fields.String(required=True, validate=validate.Length(min=1, max=100))
+    rate = fields.String(load_default=None, metadata={"description": 'Its own limits, e.g. "600/minute;30/second"'})
+    role = fields.String(load_default="client", validate=validate.OneOf(ROLES))
+
+
+class KeySchema(Schema):
+    id = fields.String(metadata={"description": "The first 16 hex digits of the key's SHA-256"})
+    name = fields.String()
+    rate = fields.String(allow_none=True)
+    role = fields.String()
+    created_at = fields.Float()
+    revoked = fields.Boolean()
+    hint = fields.String()
+
+
+class CreatedKeySchema(Schema):
+    token = fields.String(metadata={"description": "The key itself: shown this once, stored only as a hash"})
+    key = fields.Nested(KeySchema)
+
+
+class JobMetadataSchema(Schema):
+    job_id = fields.String()
+    kind = fields.String()
+    status = fields.String()
+    created_at = fields.Float()
+    owner = fields.String(metadata={"description": "The first 16 hex digits of the owner's id"})
+    images = fields.Integer()
+    images_stored = fields.Integer()
+
+
+def _jobs():
+    return current_app.extensions["aurum.jobs"]
+
+
+def _keys():
+    return current_app.extensions["aurum.keys"]
+
+
+@blp.route("/keys", methods=["GET"])
+@blp.alt_response(200, schema=KeySchema(many=True), description="Every key, active and revoked")
+def list_keys():
+    """List API keys (never the keys themselves: their names, hints and roles)."""
+    return jsonify([k.to_dict() for k in _keys().list()])
+
+
+@blp.route("/keys", methods=["POST"])
+@blp.doc(requestBody={"required": True, "content": {"application/json": {"schema": {
+    "type": "object", "required": ["name"], "properties": {
+        "name": {"type": "string", "minLength": 1, "maxLength": 100},
+        "rate": {"type": "string", "description": 'Its own limits, e.g. "600/minute;30/second"'},
+        "role": {"type": "string", "enum": list(ROLES), "default": "client"}}}}}})
+@blp.alt_response(201, schema=CreatedKeySchema, description="Created; the token is not shown again")
+@blp.alt_response(400, schema=ErrorSchema)
+def create_key():
+    """Create an API key with a role and optional limits."""
+    raw = request.get_json(silent=True)
+    if not isinstance(raw, dict):
+        raise errors.InvalidInput("Send a JSON object: {\"name\": ..., \"role\": ..., \"rate\": ...}.")
+    try:
+        body = NewKeySchema().load(raw)
+    except ValidationError as exc:
+        raise errors.InvalidOption("Invalid key fields.", fields=exc.normalized_messages()) from None
+    try:
+        if body["rate"] is not None:
+            check_rate(body["rate"])
+        token, key = _keys().create(body["name"], body["rate"], body["role"])
+    except ValueError as exc:
+        raise errors.InvalidInput(str(exc)) from None
+    return jsonify({"token": token, "key": key.to_dict()}), 201
+
+
+@blp.route("/keys/<name>", methods=["DELETE"])
+@blp.alt_response(200, schema=KeySchema(many=True), description="The keys revoked")
+@blp.alt_response(404, schema=ErrorSchema)
+def revoke_key(name: str):
+    """Revoke the active keys with this name, hint or id prefix (8+ hex digits)."""
+    revoked = _keys().revoke(name)
+    if not revoked:
+        raise KeyNotFound()
+    return jsonify([k.to_dict() for k in revoked])
+
+
+@blp.route("/cache", methods=["DELETE"])
+@blp.alt_response(200, description="How many cached results were removed")
+def clear_cache():
+    """Remove every cached result (after a model change, or on request)."""
+    cache = _jobs().cache
+    return jsonify({"removed": cache.clear() if cache is not None else 0})
+
+
+@blp.route("/dead-letters", methods=["GET"])
+@blp.alt_response(200, schema=JobMetadataSchema(many=True), description="Newest first")
+def dead_letters():
+    """Jobs set aside as POISON_MESSAGE (their message killed a worker too often), newest first,
+    with what is left of their metadata (a record expires with the result TTL)."""
+    jobs = _jobs()
+    ids = [i.decode() for i in jobs.redis.lrange(keyspace.DEAD_LETTERS, 0, DEAD_LETTERS_LISTED - 1)]
+    out = []
+    for job_id in ids:
+        try:
+            out.append(jobs.metadata(job_id))
+        except errors.AurumError:  # the record expired: the id is all there is
+            out.append({"job_id": job_id, "status": "expired"})
+    return jsonify(out)
+
+
+@blp.route("/jobs/<job_id>", methods=["GET"])
+@blp.alt_response(200, schema=JobMetadataSchema, description="Any tenant's job: metadata only")
+@blp.alt_response(404, schema=ErrorSchema)
+def job_metadata(job_id: str):
+    """Any tenant's job: kind, status, owner, times, error code; never images or results."""
+    return jsonify(_jobs().metadata(job_id))
+
+
+@blp.route("/models", methods=["GET"])
+@blp.alt_response(200, schema=WorkerModelsSchema(many=True), description="Models loaded on each live worker child")
+def models():
+    """Per worker child: model names, versions, sha256, execution provider and load time."""
+    return jsonify(current_app.extensions["aurum.health"].worker_models())
