@@ -12,7 +12,7 @@ from flask_smorest import Api
 from aurum import __version__, logs
 from aurum.schemas import ErrorSchema
 
-from service import config
+from service import config, tracing
 from service.config import ServiceSettings
 from service.keys import KeyStore, check_rate
 from service.privacy import init_sentry
@@ -67,6 +67,8 @@ def create_app(settings: ServiceSettings | None = None) -> Flask:
     app.extensions["aurum.keys"] = KeyStore(client)
     app.extensions["aurum.tokens"] = tokens
 
+    if tracing.setup(settings, "aurum-api"):  # off unless OTEL_EXPORTER_OTLP_ENDPOINT is set
+        tracing.instrument_app(app)
     observability.register(app, client)  # first: the request id is set before anything logs
     app.before_request(auth.authenticate)  # before the limiter's check: limits are per key
     app.after_request(standard_headers_only)  # registered first, so it runs after the limiter's headers

@@ -18,7 +18,7 @@ from prometheus_client import (CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry,
 from prometheus_client.core import GaugeMetricFamily
 
 from aurum import logs
-from service import heartbeats
+from service import heartbeats, tracing
 
 log = logging.getLogger("aurum.api")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
@@ -106,6 +106,7 @@ def register(app: Flask, client) -> None:
         HTTP_REQUESTS.labels(route, request.method, str(response.status_code)).inc()
         HTTP_SECONDS.labels(route).observe(elapsed)
         response.headers["X-Request-ID"] = g.get("request_id", "")
+        tracing.annotate(request_id=g.get("request_id"), job_id=g.get("job_id"))
         if route != "/metrics":
             client_name = getattr(g.get("client"), "name", None)
             log.info("request", extra={"method": request.method, "route": route, "status": response.status_code,

@@ -10,7 +10,7 @@ faces of the batch; :meth:`Pipeline.score` is a batch of one.
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
@@ -64,8 +64,11 @@ class _Item:
 
 
 class Pipeline:
-    def __init__(self, settings: Settings | None = None, store: ModelStore | None = None) -> None:
+    def __init__(self, settings: Settings | None = None, store: ModelStore | None = None, tracer: Any = None) -> None:
+        """``tracer``: an OpenTelemetry tracer (the job service passes one when tracing is on):
+        each stage becomes a span named ``aurum.<stage>``, with the batch's image and face counts."""
         self.settings = settings or Settings.from_env()
+        self.tracer = tracer
         s = self.settings
         self.store = store or ModelStore(s.models_dir, device=s.device, device_id=s.gpus[0] if s.gpus else 0,
                                          threads=s.ort_threads)
@@ -101,12 +104,13 @@ class Pipeline:
         opts = (options or ScoreOptions()).resolve(s)
         items = [_Item() for _ in images]
 
-        for item, data in zip(items, images):
-            with timed(item.timings, "decode"):
-                try:
-                    item.image = decode_image(data, s, detect_side=s.detector_size)
-                except errors.AurumError as exc:
-                    item.error = exc
+        with self._span("decode", items):
+            for item, data in zip(items, images):
+                with timed(item.timings, "decode"):
+                    try:
+                        item.image = decode_image(data, s, detect_side=s.detector_size)
+                    except errors.AurumError as exc:
+                        item.error = exc
         live = [it for it in items if it.error is None]
 
         with self._stage(live, "detect"):
@@ -216,7 +220,8 @@ class Pipeline:
         """Time a batched stage; each image is charged its share (by face count) of the time."""
         start = time.perf_counter()
         try:
-            yield
+            with self._span(name, items):
+                yield
         except INFERENCE_ERRORS as exc:  # ONNX Runtime's own failures: retryable; anything else is a bug
             raise errors.InferenceFailed(f"{name} failed: {type(exc).__name__}: {exc}") from exc
         elapsed = (time.perf_counter() - start) * 1000
@@ -224,6 +229,13 @@ class Pipeline:
         total = sum(weights) or 1
         for item, w in zip(items, weights):
             item.timings[name] = item.timings.get(name, 0.0) + elapsed * w / total
+
+
+    def _span(self, name: str, items: list[_Item]):
+        if self.tracer is None:
+            return nullcontext()
+        return self.tracer.start_as_current_span(f"aurum.{name}", attributes={
+            "aurum.images": len(items), "aurum.faces": sum(len(it.faces) for it in items)})
 
 
 def _face_pixels(image: DecodedImage, det: Detection) -> tuple[np.ndarray, float]:

@@ -53,6 +53,13 @@ class ServiceSettings(Settings):
     jwt_issuer: str = setting("AURUM_JWT_ISSUER", "", "The iss every JWT must carry.")
     jwt_audience: str = setting("AURUM_JWT_AUDIENCE", "", "The aud every JWT must carry.")
     jwt_leeway: int = setting("AURUM_JWT_LEEWAY", 30, "Clock skew allowed on a JWT's exp, nbf and iat, seconds.")
+    otel_endpoint: str = setting("OTEL_EXPORTER_OTLP_ENDPOINT", "",
+                                 "OTLP/HTTP endpoint for traces (e.g. http://collector:4318); tracing is off without "
+                                 "it (or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT). Other OTEL_* variables reach the SDK.")
+    otel_traces_endpoint: str = setting("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "",
+                                        "OTLP/HTTP endpoint for traces only (e.g. http://collector:4318/v1/traces).")
+    otel_service_name: str = setting("OTEL_SERVICE_NAME", "",
+                                     "Service name on the spans (default: aurum-api, aurum-worker).")
     rate_limit: str = setting("AURUM_RATE_LIMIT", "600/minute;30/second",
                               "Default per-key request limits (a fixed window and a burst window).")
     batch_image_limit: str = setting("AURUM_BATCH_IMAGE_LIMIT", "1200/minute", "Per-key images submitted in batches.")

@@ -226,6 +226,23 @@ def test_an_upload_in_flight_opens_no_file_in_the_api(stack) -> None:
     assert reply.startswith(b"HTTP/1.1 415")  # random bytes: UNSUPPORTED_FORMAT, once the whole body is read
 
 
+def test_an_admin_key_made_by_the_cli_reaches_the_admin_api_and_a_client_key_does_not(stack) -> None:
+    import subprocess
+    import sys
+
+    made = subprocess.run([sys.executable, "-m", "aurum", "keys", "create", "--name", "e2e-admin", "--role", "admin"],
+                          env=stack.env, capture_output=True, text=True, timeout=30)
+    assert made.returncode == 0, made.stderr
+    listed = subprocess.run([sys.executable, "-m", "aurum", "keys", "list", "--json"], env=stack.env,
+                            capture_output=True, text=True, timeout=30, check=True)
+    assert {k["name"]: k["role"] for k in json.loads(listed.stdout)}["e2e-admin"] == "admin"
+    admin = requests.get(stack.base + "/api/admin/keys", headers={"X-API-Key": made.stdout.strip()}, timeout=15)
+    assert admin.status_code == 200 and "e2e" in {k["name"] for k in admin.json()}
+    refused = stack.http.get(stack.base + "/api/admin/keys", timeout=15)
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "FORBIDDEN"
+
+
+# last in the module: it stops the stack's Redis
 def test_redis_stopped_submit_answers_503_within_a_second(stack) -> None:
     """Last in this module: it stops the stack's Redis."""
     stack.redis.stop()
@@ -235,18 +252,3 @@ def test_redis_stopped_submit_answers_503_within_a_second(stack) -> None:
     assert response.status_code == 503 and response.json()["error"]["code"] == "SERVICE_UNAVAILABLE"
     assert stack.http.get(stack.base + "/health", timeout=2).status_code == 200
     assert stack.http.get(stack.base + "/ready", timeout=5).status_code == 503
-
-
-def test_an_admin_key_made_by_the_cli_reaches_the_admin_api_and_a_client_key_does_not(stack) -> None:
-    import subprocess
-    import sys
-
-    made = subprocess.run([sys.executable, "-m", "aurum", "keys", "create", "--name", "e2e-admin", "--role", "admin"],
-                          env=stack.env, capture_output=True, text=True, timeout=30, check=True)
-    listed = subprocess.run([sys.executable, "-m", "aurum", "keys", "list", "--json"], env=stack.env,
-                            capture_output=True, text=True, timeout=30, check=True)
-    assert {k["name"]: k["role"] for k in json.loads(listed.stdout)}["e2e-admin"] == "admin"
-    admin = requests.get(stack.base + "/api/admin/keys", headers={"X-API-Key": made.stdout.strip()}, timeout=15)
-    assert admin.status_code == 200 and "e2e" in {k["name"] for k in admin.json()}
-    refused = stack.http.get(stack.base + "/api/admin/keys", timeout=15)
-    assert refused.status_code == 403 and refused.json()["error"]["code"] == "FORBIDDEN"

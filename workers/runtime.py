@@ -14,7 +14,7 @@ import redis
 from aurum.pipeline import Pipeline
 from aurum.store import gpu_for_child
 
-from service import config, heartbeats
+from service import config, heartbeats, tracing
 from service.cache import ResultCache, identity_digest, result_identity
 from service.config import ServiceSettings
 from service.images import ImageStore
@@ -89,8 +89,9 @@ def load(child_index: int = 0, concurrency: int | None = None, hostname: str | N
     from .metrics import MODEL_LOAD_FAILURES, MODEL_LOAD_SECONDS
 
     start = time.perf_counter()
+    tracing.setup(child, "aurum-worker")  # after fork; off unless OTEL_EXPORTER_OTLP_ENDPOINT is set
     try:
-        pipeline = Pipeline(child)
+        pipeline = Pipeline(child, tracer=tracing.tracer())
         pipeline.load(embedding=True)
     except Exception:  # the child lives on, its jobs go to the fallback; an operator is paged
         MODEL_LOAD_FAILURES.inc()

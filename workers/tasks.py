@@ -21,7 +21,7 @@ from celery.exceptions import Ignore, Retry, SoftTimeLimitExceeded
 
 from aurum import errors, fallback
 from aurum.schemas import load_options
-from service import config, keyspace
+from service import config, keyspace, tracing
 from service.contract import HEADERS, SCORE_BATCH, SCORE_FALLBACK, SCORE_IMAGE, JobFailed, time_limits
 from service.cache import cache_key
 from service.images import ImageExpired
@@ -116,6 +116,9 @@ def job_outcome(task: ScoringTask, keys: tuple[str, ...], options: dict | None, 
     submitted = header(task, "aurum_submitted_at")
     if submitted and not task.request.retries:
         metrics.QUEUE_SECONDS.labels(task.name).observe(max(0.0, started - float(submitted)))
+    tracing.annotate(job_id=task.request.id, request_id=header(task, "aurum_request_id"),
+                     attempt=task.request.retries + 1,
+                     queue_seconds=max(0.0, started - float(submitted)) if submitted else None)
     outcome = "dropped"
     try:
         try:
