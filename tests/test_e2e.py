@@ -242,7 +242,6 @@ def test_an_admin_key_made_by_the_cli_reaches_the_admin_api_and_a_client_key_doe
     assert refused.status_code == 403 and refused.json()["error"]["code"] == "FORBIDDEN"
 
 
-# last in the module: it stops the stack's Redis
 def test_redis_stopped_submit_answers_503_within_a_second(stack) -> None:
     """Last in this module: it stops the stack's Redis."""
     stack.redis.stop()
