@@ -25,7 +25,12 @@ class ServiceSettings(Settings):
         **Settings.CHOICES, "auth": ("on", "off"), "serializer": ("json", "msgpack")}
 
     redis_url: str = setting("AURUM_REDIS_URL", "redis://localhost:6379/0",
-                             "Redis for broker, results, image store, cache and limits.")
+                             "Redis for broker, results, image store, cache and limits. Over TLS: "
+                             "rediss://host:port/0?ssl_cert_reqs=required&ssl_ca_certs=/path/ca.pem (and "
+                             "ssl_certfile, ssl_keyfile for client certificates).")
+    tls_cert: str = setting("AURUM_TLS_CERT", "", "PEM certificate (chain) the API serves HTTPS with (gunicorn); "
+                                                  "with AURUM_TLS_KEY. Empty: plain HTTP.")
+    tls_key: str = setting("AURUM_TLS_KEY", "", "PEM private key of AURUM_TLS_CERT.")
     result_ttl: int = setting("AURUM_RESULT_TTL", 3600, "Seconds a job's result is kept (privacy TTL).")
     image_ttl: int = setting("AURUM_IMAGE_TTL", 600, "Seconds an uploaded image may wait in Redis for a worker.")
     max_batch: int = setting("AURUM_MAX_BATCH", 32, "Most images in one batch request.")
@@ -82,6 +87,12 @@ class ServiceSettings(Settings):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ValueError("AURUM_TLS_CERT and AURUM_TLS_KEY: set both (HTTPS) or neither (HTTP)")
+        if self.redis_url.startswith("rediss://") and "ssl_cert_reqs=" not in self.redis_url:
+            # Celery's Redis backend refuses rediss:// without it; say so here, once, for every user
+            raise ValueError("AURUM_REDIS_URL: a rediss:// URL needs ssl_cert_reqs=required (and ssl_ca_certs="
+                             "/path/ca.pem unless the system's CAs sign the server's certificate)")
         if self.jwt_jwks and not (self.jwt_issuer and self.jwt_audience):
             raise ValueError("AURUM_JWT_JWKS: set AURUM_JWT_ISSUER and AURUM_JWT_AUDIENCE with it "
                              "(a token for another service must not be accepted here)")

@@ -15,9 +15,15 @@ from tests.helpers.photos import encode, group_photo, photo_bytes
 from tests.helpers.stack import RESULT_TTL, Stack
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    with Stack(tmp_path_factory.mktemp("stack"), result_ttl=RESULT_TTL) as s:
+@pytest.fixture(scope="module", params=["http", "tls"])
+def stack(request, tmp_path_factory):
+    """Every test twice: over plain HTTP and Redis, and with HTTPS and Redis over TLS only (a CA
+    made for the run, which this process's requests trust too)."""
+    tls = request.param == "tls"
+    with Stack(tmp_path_factory.mktemp(f"stack-{request.param}"), result_ttl=RESULT_TTL, tls=tls) as s, \
+            pytest.MonkeyPatch.context() as patch:
+        if tls:
+            patch.setenv("REQUESTS_CA_BUNDLE", str(s.certificates.ca))
         yield s
 
 
@@ -188,6 +194,7 @@ def test_an_upload_in_flight_opens_no_file_in_the_api(stack) -> None:
     gunicorn process had open before (its heartbeat file, libraries) are the baseline."""
     import os
     import socket
+    import ssl
     import subprocess
 
     def open_files() -> dict[int, set[str]]:
@@ -215,7 +222,10 @@ def test_an_upload_in_flight_opens_no_file_in_the_api(stack) -> None:
             f"Content-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {len(body)}\r\n"
             "Connection: close\r\n\r\n").encode()
     before = open_files()
-    with socket.create_connection(("127.0.0.1", stack.port), timeout=30) as sock:
+    raw = socket.create_connection(("127.0.0.1", stack.port), timeout=30)
+    if stack.certificates:
+        raw = ssl.create_default_context(cafile=str(stack.certificates.ca)).wrap_socket(raw, server_hostname="127.0.0.1")
+    with raw as sock:
         sock.sendall(head + body[:1200 * 1024])
         time.sleep(2.0)  # the server has read what was sent (and would have spooled it by now)
         during = open_files()
@@ -240,6 +250,23 @@ def test_an_admin_key_made_by_the_cli_reaches_the_admin_api_and_a_client_key_doe
     assert admin.status_code == 200 and "e2e" in {k["name"] for k in admin.json()}
     refused = stack.http.get(stack.base + "/api/admin/keys", timeout=15)
     assert refused.status_code == 403 and refused.json()["error"]["code"] == "FORBIDDEN"
+
+
+def test_with_tls_on_nothing_answers_in_plain_text(stack) -> None:
+    """The TLS stack's Redis has no plain port and gunicorn serves HTTPS only, so every
+    connection the service makes or takes is encrypted (the jobs above ran over them)."""
+    import redis
+
+    plain_redis = redis.Redis(port=stack.redis.port, socket_timeout=5, socket_connect_timeout=5)
+    plain_http = f"http://127.0.0.1:{stack.port}/health"
+    if stack.certificates is None:  # the plain stack: the same probes answer
+        assert plain_redis.ping() and requests.get(plain_http, timeout=15).status_code == 200
+        return
+    with pytest.raises(redis.ConnectionError):
+        plain_redis.ping()
+    with pytest.raises(requests.ConnectionError):
+        requests.get(plain_http, timeout=15)
+    assert stack.http.get(stack.base + "/health", timeout=15).status_code == 200
 
 
 def test_redis_stopped_submit_answers_503_within_a_second(stack) -> None:

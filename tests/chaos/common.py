@@ -45,7 +45,7 @@ def settle(stack: Stack, job_ids: list[str], deadline_s: float) -> dict[str, dic
 def executions(stack: Stack, job_id: str) -> int:
     import redis
 
-    r = redis.Redis.from_url(f"{stack.redis.url}/0")
+    r = redis.Redis.from_url(stack.redis.url_for(0))
     return sum(int(r.get(k) or 0) for k in r.scan_iter(f"aurum:deliveries:*:{job_id}"))
 
 

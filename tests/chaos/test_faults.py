@@ -39,7 +39,7 @@ def test_poison_image_is_dead_lettered_and_the_queue_goes_on(stack) -> None:
     done = settle(stack, [poison, *others], deadline_s=90)
     assert done[poison]["status"] == "failed" and done[poison]["error"]["code"] == "POISON_MESSAGE"
     assert all(done[j]["status"] == "succeeded" for j in others)
-    r = redis.Redis.from_url(f"{stack.redis.url}/0")
+    r = redis.Redis.from_url(stack.redis.url_for(0))
     assert poison.encode() in r.lrange("aurum:dead-letters", 0, -1)
     assert executions(stack, poison) == 4  # three deaths, then set aside
     assert len(stack.worker_children()) == 2  # the pool replaced its dead children

@@ -29,7 +29,7 @@ def stack(tmp_path_factory):
 
 
 def test_the_worker_rides_out_a_full_redis(stack) -> None:
-    r = redis.Redis.from_url(f"{stack.redis.url}/0")
+    r = redis.Redis.from_url(stack.redis.url_for(0))
     pid = stack.worker.pid
     accepted = [submit(stack, p).json()["job_id"] for p in BUSY]
     time.sleep(1.0)  # both children are inside their 4 s jobs

@@ -41,13 +41,20 @@ def free_port_range(count: int) -> int:
 
 
 class RedisServer:
-    def __init__(self, workdir: Path, appendonly: bool = False, fsync: str = "everysec") -> None:
+    """``tls``: a :class:`tests.helpers.tls.Certificates`: TLS only (``--port 0``, ``--tls-port``;
+    Debian's redis-server has TLS built in), so every connection a client makes is encrypted."""
+
+    def __init__(self, workdir: Path, appendonly: bool = False, fsync: str = "everysec", tls=None) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
         self.port = free_port()
         self.dir = workdir
-        self.args = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(workdir),
+        self.tls = tls
+        ports = ["--port", str(self.port)] if tls is None else [
+            "--port", "0", "--tls-port", str(self.port), "--tls-cert-file", str(tls.cert),
+            "--tls-key-file", str(tls.key), "--tls-ca-cert-file", str(tls.ca), "--tls-auth-clients", "no"]
+        self.args = [binary, *ports, "--bind", "127.0.0.1", "--dir", str(workdir),
                      "--save", "", "--appendonly", "yes" if appendonly else "no", "--appendfsync", fsync,
                      "--daemonize", "no",
                      "--logfile", str(workdir / "redis.log")]
@@ -55,11 +62,16 @@ class RedisServer:
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}"
+        """Without a database number (tests append one): use :meth:`url_for` for a TLS server."""
+        return f"{'rediss' if self.tls else 'redis'}://127.0.0.1:{self.port}"
+
+    def url_for(self, db: int) -> str:
+        query = f"?ssl_cert_reqs=required&ssl_ca_certs={self.tls.ca}" if self.tls else ""
+        return f"{self.url}/{db}{query}"
 
     def start(self) -> "RedisServer":
         self.proc = subprocess.Popen(self.args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
+        client = redis.Redis.from_url(self.url_for(0), socket_connect_timeout=0.2)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             try:

@@ -14,6 +14,7 @@ import requests
 
 from tests.helpers.redis_server import RedisServer, free_port, free_port_range
 from tests.helpers.deploy import procfile
+from tests.helpers.tls import make as make_certificates
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULT_TTL = 4
@@ -21,25 +22,33 @@ RESULT_TTL = 4
 
 class Stack:
     def __init__(self, workdir: Path, appendonly: bool = False, result_ttl: int = 3600,
-                 extra_env: dict[str, str] | None = None, fsync: str = "everysec") -> None:
+                 extra_env: dict[str, str] | None = None, fsync: str = "everysec", tls: bool = False) -> None:
+        """``tls``: HTTPS from gunicorn and Redis over TLS only, with a CA made here
+        (``self.certificates.ca``, which ``self.http`` and the processes' requests trust)."""
         workdir.mkdir(parents=True, exist_ok=True)
-        self.redis = RedisServer(workdir, appendonly=appendonly, fsync=fsync).start()
+        self.certificates = make_certificates(workdir / "tls") if tls else None
+        self.redis = RedisServer(workdir, appendonly=appendonly, fsync=fsync, tls=self.certificates).start()
         self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
+        self.base = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         bin_dir = Path(sys.executable).parent
         metrics_port = free_port_range(2)  # one exporter per pool child
         self.worker_metrics = [f"http://127.0.0.1:{metrics_port + i}/metrics" for i in range(2)]  # per child
-        self.env = {**os.environ, "AURUM_REDIS_URL": f"{self.redis.url}/0", "AURUM_RESULT_TTL": str(result_ttl),
+        self.env = {**os.environ, "AURUM_REDIS_URL": self.redis.url_for(0), "AURUM_RESULT_TTL": str(result_ttl),
                     "AURUM_WORKER_METRICS_PORT": str(metrics_port), "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}"}
         self.env.pop("PROMETHEUS_MULTIPROC_DIR", None)
         # One budget per key covers status polls too; the harness's key polls fast. Tests that
         # are about limits make keys with their own --rate, or an app with its own settings.
         self.env["AURUM_RATE_LIMIT"] = "100000/minute;10000/second"
+        if self.certificates:
+            self.env.update(AURUM_TLS_CERT=str(self.certificates.cert), AURUM_TLS_KEY=str(self.certificates.key),
+                            REQUESTS_CA_BUNDLE=str(self.certificates.ca))  # the CLI and SDK trust the CA
         self.env.update(extra_env or {})
         self.workdir = workdir
         created = subprocess.run([sys.executable, "-m", "aurum", "keys", "create", "--name", "e2e"], env=self.env,
                                  capture_output=True, text=True, timeout=30, check=True)
         self.http = requests.Session()
+        if self.certificates:  # (requests lets REQUESTS_CA_BUNDLE override a session's verify)
+            self.http.verify, self.http.trust_env = str(self.certificates.ca), False
         self.http.headers["X-API-Key"] = created.stdout.strip()
         commands = procfile({"PORT": str(self.port), "AURUM_BIND": "127.0.0.1", "WEB_CONCURRENCY": "2"})
         self.commands = commands
