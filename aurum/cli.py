@@ -153,6 +153,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _redacted(url: str) -> str:
+    """A Redis URL fit for a message: its password (if any) replaced by ***."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = f"{parts.username}:***@" if parts.username else ":***@"
+    return urlunsplit(parts._replace(netloc=user + parts.netloc.rsplit("@", 1)[1]))
+
+
 def cmd_keys(args: argparse.Namespace) -> int:
     import redis
 
@@ -186,7 +197,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
                 return 1
             print(f"revoked {len(revoked)} key(s): " + ", ".join(k.name for k in revoked))
     except redis.RedisError as exc:
-        print(f"error: Redis at {settings.redis_url} is unreachable: {exc}", file=sys.stderr)
+        print(f"error: Redis at {_redacted(settings.redis_url)} is unreachable: {exc}", file=sys.stderr)
         return 2
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -204,7 +215,7 @@ def cmd_cache(args: argparse.Namespace) -> int:
     try:
         removed = ResultCache(client, settings.sealer, settings.cache_ttl).clear()
     except redis.RedisError as exc:
-        print(f"error: Redis at {settings.redis_url} is unreachable: {exc}", file=sys.stderr)
+        print(f"error: Redis at {_redacted(settings.redis_url)} is unreachable: {exc}", file=sys.stderr)
         return 2
     print(f"removed {removed} cached result(s)")
     return 0

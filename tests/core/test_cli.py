@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -102,3 +103,13 @@ def test_a_bad_setting_is_one_clear_line_everywhere(env: dict) -> None:
         out = subprocess.run(command, capture_output=True, text=True, timeout=120, env=full, cwd=ROOT)
         assert out.returncode != 0, command
         assert name in out.stderr and "Traceback" not in out.stderr, (command, out.stderr)
+
+
+def test_an_unreachable_redis_is_named_without_its_password() -> None:
+    from tests.helpers.redis_server import free_port
+
+    env = {**os.environ, "AURUM_REDIS_URL": f"redis://:hunter2-secret@127.0.0.1:{free_port()}/0"}
+    out = subprocess.run([sys.executable, "-m", "aurum", "keys", "list"], capture_output=True, text=True, timeout=60,
+                         env=env)
+    assert out.returncode == 2 and "unreachable" in out.stderr
+    assert "hunter2-secret" not in out.stderr + out.stdout and ":***@127.0.0.1" in out.stderr
