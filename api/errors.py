@@ -21,6 +21,7 @@ STATUS_BY_KIND = {  # every kind of aurum.errors and service.contract
     "unsupported": 415,
     "unprocessable": 422,
     "not_found": 404,
+    "conflict": 409,
     "gone": 410,
     "unavailable": 503,
     "timeout": 504,
@@ -34,6 +35,18 @@ class JobNotFound(errors.AurumError):
     code = "JOB_NOT_FOUND"
     kind = "not_found"
     default_message = "No such job (it may have expired or been deleted)."
+
+
+class NotADeadLetter(errors.AurumError):
+    code = "NOT_A_DEAD_LETTER"
+    kind = "conflict"
+    default_message = "The job is not a dead letter: only jobs set aside as POISON_MESSAGE are re-queued."
+
+
+class DeadLetterExpired(errors.AurumError):
+    code = "DEAD_LETTER_EXPIRED"
+    kind = "gone"
+    default_message = "The dead letter's images have expired (AURUM_IMAGE_TTL): it cannot run again."
 
 
 class ServiceUnavailable(errors.AurumError):

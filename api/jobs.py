@@ -23,11 +23,11 @@ from aurum import logs
 from service import done, heartbeats, keyspace, queue
 from service.cache import ResultCache, cache_key, identity_digest
 from service.config import ServiceSettings
-from service.contract import SCORE_BATCH, SCORE_IMAGE, failure, time_limits
+from service.contract import SCORE_BATCH, SCORE_IMAGE, TASKS, failure, time_limits
 from service.images import ImageStore
 from service.records import JobRecords
 
-from .errors import JobNotFound, ServiceUnavailable
+from .errors import DeadLetterExpired, JobNotFound, NotADeadLetter, ServiceUnavailable
 from .observability import API_CACHE, REQUEUES, SUBMISSIONS
 
 WAIT_SLICE = 0.5  # seconds; below the API's Redis socket timeout
@@ -248,6 +248,29 @@ class Jobs:
             if effective != watched:
                 seen, watched = "0", effective
             seen = done.wait(self.redis, effective, seen, min(left, WAIT_SLICE))
+
+    def requeue(self, job_id: str) -> dict[str, Any]:
+        """Run a dead letter again (an operator's call, once the cause is fixed): its delivery
+        counters and stored failure are cleared and its message published again, with the
+        images it kept. Its owner sees it queued again; a poison image that still kills its
+        worker is set aside again after as many deliveries."""
+        record = self.records.load(job_id) if _valid_id(job_id) else None
+        if record is None:
+            raise JobNotFound()
+        if str(job_id) not in {i.decode() for i in self.redis.lrange(keyspace.DEAD_LETTERS, 0, -1)}:
+            raise NotADeadLetter()
+        images = record.get("images", [])
+        if not images or self.redis.exists(*images) != len(images):
+            raise DeadLetterExpired()
+        record["queued_at"] = time.time()  # a status read must not take it for a lost message
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(*(keyspace.deliveries(name, job_id) for name in TASKS))
+            pipe.lrem(keyspace.DEAD_LETTERS, 0, job_id)
+            self.records.save(job_id, record, pipe, keep_ttl=True)
+            pipe.execute()
+        self.backend.forget(job_id)
+        self._publish(job_id, record)
+        return {"job_id": job_id, "status": "queued", "images": len(images)}
 
     # --- delete -------------------------------------------------------------------------------
     def delete(self, job_id: str, owner: str) -> None:

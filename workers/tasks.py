@@ -158,9 +158,12 @@ def job_outcome(task: ScoringTask, keys: tuple[str, ...], options: dict | None, 
             metrics.RETRIES.labels(task.name).inc()
         raise
     except BaseException as exc:
-        task.request.aurum_release = keys  # released by after_return, once the outcome is stored
         if isinstance(exc, JobFailed) and exc.code == "POISON_MESSAGE":
+            # a dead letter keeps its (sealed) images until their TTL, so that an operator can
+            # re-queue it (POST /api/admin/dead-letters/<id>/requeue); a DELETE removes them
             metrics.DEAD_LETTERS.inc()
+        else:
+            task.request.aurum_release = keys  # released by after_return, once the outcome is stored
         raise
     else:
         task.request.aurum_release = keys

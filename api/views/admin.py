@@ -133,6 +133,16 @@ def dead_letters():
     return jsonify(out)
 
 
+@blp.route("/dead-letters/<job_id>/requeue", methods=["POST"])
+@blp.alt_response(202, description="Published again: its owner sees it queued")
+@blp.alt_response(404, schema=ErrorSchema)
+@blp.alt_response(409, schema=ErrorSchema, description="Not a dead letter")
+@blp.alt_response(410, schema=ErrorSchema, description="Its images have expired")
+def requeue_dead_letter(job_id: str):
+    """Run a dead letter again, with the images it kept (until AURUM_IMAGE_TTL)."""
+    return jsonify(_jobs().requeue(job_id)), 202
+
+
 @blp.route("/jobs/<job_id>", methods=["GET"])
 @blp.alt_response(200, schema=JobMetadataSchema, description="Any tenant's job: metadata only")
 @blp.alt_response(404, schema=ErrorSchema)

@@ -125,7 +125,8 @@ def test_client_credentials_are_403_on_admin_endpoints(app, signing_keys) -> Non
     for client in (client_key, client_token):
         for method, path in (("get", "/api/admin/keys"), ("post", "/api/admin/keys"), ("delete", "/api/admin/cache"),
                              ("get", "/api/admin/dead-letters"), ("get", "/api/admin/models"),
-                             ("get", "/api/admin/jobs/" + "0" * 32), ("delete", "/api/admin/keys/x")):
+                             ("get", "/api/admin/jobs/" + "0" * 32), ("delete", "/api/admin/keys/x"),
+                             ("post", "/api/admin/dead-letters/" + "0" * 32 + "/requeue")):
             assert code(getattr(client, method)(path)) == (403, "FORBIDDEN"), (method, path)
     assert code(no_role.get("/api/ml/models")) == (403, "FORBIDDEN")  # valid, but no role we know
     assert client_token.get("/api/ml/models").status_code == 200
@@ -149,6 +150,17 @@ def test_the_admin_api_does_what_the_cli_and_redis_did(app, signing_keys) -> Non
     assert meta["status"] == "succeeded" and meta["images"] == 1 and meta["owner"]
     assert "result" not in meta and "faces" not in json.dumps(meta)
     assert code(admin.get("/api/admin/jobs/" + "f" * 32)) == (404, "JOB_NOT_FOUND")
+    # re-queue: only a dead letter, only while it has its images (tests/chaos/test_faults.py re-runs a real one)
+    assert code(admin.post(f"/api/admin/dead-letters/{job}/requeue")) == (409, "NOT_A_DEAD_LETTER")
+    assert code(admin.post("/api/admin/dead-letters/" + "f" * 32 + "/requeue")) == (404, "JOB_NOT_FOUND")
+    from service.keyspace import DEAD_LETTERS
+
+    redis_client = app.extensions["aurum.jobs"].redis
+    redis_client.lpush(DEAD_LETTERS, job)  # as if set aside: its image went with its success
+    try:
+        assert code(admin.post(f"/api/admin/dead-letters/{job}/requeue")) == (410, "DEAD_LETTER_EXPIRED")
+    finally:
+        redis_client.lrem(DEAD_LETTERS, 0, job)
     assert isinstance(admin.get("/api/admin/dead-letters").get_json(), list)
     assert isinstance(admin.get("/api/admin/models").get_json(), list)
     assert admin.delete("/api/admin/cache").get_json()["removed"] >= 0

@@ -6,11 +6,14 @@ import json
 import os
 import random
 import signal
+import subprocess
+import sys
 import threading
 import time
 
 import pytest
 import redis
+import requests
 
 from tests.helpers.stack import Stack
 from tests.helpers.photos import unique_photo
@@ -45,6 +48,28 @@ def test_poison_image_is_dead_lettered_and_the_queue_goes_on(stack) -> None:
     assert len(stack.worker_children()) == 2  # the pool replaced its dead children
     record("poison", {"deliveries": executions(stack, poison), "other_jobs": len(others),
                       "other_jobs_succeeded": sum(done[j]["status"] == "succeeded" for j in others)})
+
+    # an operator re-queues it (admin API): it runs again from its kept image, and since the
+    # image still kills its worker it is set aside again after as many deliveries
+    made = subprocess.run([sys.executable, "-m", "aurum", "keys", "create", "--name", "chaos-admin", "--role", "admin"],
+                          env=stack.env, capture_output=True, text=True, timeout=30)
+    assert made.returncode == 0, made.stderr
+    admin = {"X-API-Key": made.stdout.strip()}
+    listed = requests.get(stack.base + "/api/admin/dead-letters", headers=admin, timeout=15).json()
+    assert [d for d in listed if d["job_id"] == poison][0]["error"] == {"code": "POISON_MESSAGE"}
+    again = requests.post(stack.base + f"/api/admin/dead-letters/{poison}/requeue", headers=admin, timeout=15)
+    assert again.status_code == 202, again.text
+    assert poison.encode() not in r.lrange("aurum:dead-letters", 0, -1)
+    assert stack.http.get(stack.base + f"/api/ml/jobs/{poison}", timeout=15).json()["status"] in ("queued", "running")
+    done = settle(stack, [poison], deadline_s=90)
+    assert done[poison]["error"]["code"] == "POISON_MESSAGE" and executions(stack, poison) == 4  # counted afresh
+    twice = requests.post(stack.base + f"/api/admin/dead-letters/{others[0]}/requeue", headers=admin, timeout=15)
+    assert twice.status_code == 409 and twice.json()["error"]["code"] == "NOT_A_DEAD_LETTER"
+    # its owner's DELETE removes what the dead letter kept
+    assert requests.get(stack.base + f"/api/admin/jobs/{poison}", headers=admin, timeout=15).json()["images_stored"] == 1
+    images = set(r.scan_iter("aurum:image:*"))
+    assert stack.http.delete(stack.base + f"/api/ml/jobs/{poison}", timeout=15).status_code == 204
+    assert len(set(r.scan_iter("aurum:image:*"))) <= len(images) - 1
 
 
 def test_hung_inference_ends_with_timeout_and_the_worker_recovers(stack) -> None:

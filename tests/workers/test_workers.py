@@ -211,8 +211,11 @@ def test_redelivered_job_becomes_a_dead_letter(worker) -> None:
         score_image.apply_async(args=(image,), task_id=job_id).get(timeout=30)
     assert info.value.code == "POISON_MESSAGE"
     assert job_id.encode() in store.lrange(DEAD_LETTERS, 0, -1)
-    # this job's image: other modules' jobs share the database and end on their own schedule
-    assert released(image), "a dead-lettered job's image must not linger"
+    # a dead letter keeps its sealed image, for an operator to re-queue, until the image's TTL
+    assert not released(image, timeout=1.0), "a dead letter's image went: it could not be re-queued"
+    assert 0 < store.ttl(image) <= runtime.settings().image_ttl
+    assert photo_bytes("astronaut.png") not in store.get(image)  # sealed, never in clear
+    store.delete(image)
 
 
 @pytest.mark.parametrize("task_name,photo,stored_as", [
