@@ -89,3 +89,17 @@ def test_the_image_has_what_the_processes_read_and_runs_as_a_user() -> None:
     assert "requirements.lock" in copied and "-c requirements.lock" in dockerfile
     users = [line.split()[1] for line in dockerfile.splitlines() if line.startswith("USER ")]
     assert users and users[-1] not in ("root", "0")
+
+
+def test_the_dashboard_resolves_its_data_source_when_provisioned() -> None:
+    """Grafana's file provisioning does not fill an export's ``__inputs``: every ``${VAR}`` the
+    dashboard uses must be one of its own template variables (a data-source variable here)."""
+    import json
+    import re
+
+    text = (ROOT / "deploy/grafana-dashboard.json").read_text()
+    variables = {v["name"] for v in json.loads(text)["templating"]["list"]}
+    used = set(re.findall(r"\$\{([A-Za-z_]+)\}", text))
+    assert "DS_PROMETHEUS" in used and used <= variables, sorted(used - variables)
+    provisioned = yaml.safe_load((ROOT / "deploy/grafana/datasources.yml").read_text())["datasources"]
+    assert [d["type"] for d in provisioned] == ["prometheus"]
