@@ -88,11 +88,16 @@ def test_stopped_workers_page_the_operator_within_the_rule_window(tmp_path: Path
             prom = monitoring.prometheus(tmp_path, {"aurum-api": [f"127.0.0.1:{stack.port}"], "aurum-worker": workers},
                                          am.base)
             processes.append(prom)
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline and not query(prom, "aurum_worker_children_ready > 0"):
+            def seen() -> tuple[bool, bool]:
+                return (bool(query(prom, "aurum_worker_children_ready > 0")),
+                        bool(query(prom, 'up{job="aurum-worker"} == 1')))
+
+            deadline = time.monotonic() + 90  # scrapes start at their own moments; a loaded machine
+            while time.monotonic() < deadline and seen() != (True, True):
                 time.sleep(0.5)
-            assert query(prom, "aurum_worker_children_ready > 0"), "Prometheus never saw a ready worker"
-            assert query(prom, 'up{job="aurum-worker"} == 1'), "no worker child was scraped"
+            ready, scraped = seen()
+            assert ready, "Prometheus never saw a ready worker"
+            assert scraped, "no worker child was scraped"
             time.sleep(3)  # a few evaluations with workers up
             assert "AurumNoReadyWorker" not in alert_states(prom) and not hook.firing("AurumNoReadyWorker")
 
