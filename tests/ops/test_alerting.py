@@ -115,7 +115,8 @@ def test_stopped_workers_page_the_operator_within_the_rule_window(tmp_path: Path
                 time.sleep(0.5)
             page = hook.firing("AurumNoReadyWorker")
             assert page, f"no page within {hold + 90:.0f} s of the alert going pending"
-            assert page[0]["received_at"] - pending >= hold - 2, "the page came before the rule's for: window"
+            # pending was seen at most a poll (and a query) after it began: a few seconds of slack
+            assert page[0]["received_at"] - pending >= hold - 5, "the page came before the rule's for: window"
             assert page[0]["labels"]["severity"] == "page"
             assert "No worker child is ready" in page[0]["annotations"]["summary"]
         finally:
