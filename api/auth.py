@@ -82,11 +82,11 @@ def _verifier() -> TokenVerifier | None:
 
 
 def _from_token(token: str) -> ApiKey:
-    verifier = _verifier()
-    if verifier is None:
+    tokens = _verifier()
+    if tokens is None:
         raise InvalidToken("Bearer tokens (JWT) are not enabled here; send an API key.")
     try:
-        claims = verifier.verify(token)
+        claims = tokens.verify(token)
     except TokenRejected as exc:
         raise (TokenExpired() if exc.reason == "expired" else InvalidToken(f"The bearer token is not valid: {exc}")) \
             from None

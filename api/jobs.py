@@ -257,7 +257,7 @@ class Jobs:
         record = self.records.load(job_id) if _valid_id(job_id) else None
         if record is None:
             raise JobNotFound()
-        if str(job_id) not in {i.decode() for i in self.redis.lrange(keyspace.DEAD_LETTERS, 0, -1)}:
+        if self.redis.lpos(keyspace.DEAD_LETTERS, job_id) is None:  # one lookup, not the whole list
             raise NotADeadLetter()
         images = record.get("images", [])
         if not images or self.redis.exists(*images) != len(images):

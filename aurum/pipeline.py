@@ -153,7 +153,7 @@ class Pipeline:
         live = [it for it in live if it.error is None]
         faces = [(it, f) for it in live for f in it.faces]
 
-        if opts.return_embedding or self.scorer.needs_embedding:
+        if embedding:  # asked for, or the scorer needs it (decided with the detection stage)
             with self._stage(live, "embedding"):
                 aligned = []
                 for it, f in faces:

@@ -11,7 +11,7 @@ from marshmallow import Schema, ValidationError, fields, validate
 from aurum import errors
 from aurum.schemas import ErrorSchema
 from service import keyspace
-from service.keys import ROLES, check_rate
+from service.keys import ROLES
 
 from ..schemas import WorkerModelsSchema
 
@@ -89,9 +89,7 @@ def create_key():
         body = NewKeySchema().load(raw)
     except ValidationError as exc:
         raise errors.InvalidOption("Invalid key fields.", fields=exc.normalized_messages()) from None
-    try:
-        if body["rate"] is not None:
-            check_rate(body["rate"])
+    try:  # the store checks the rate, as it does for `aurum keys create`
         token, key = _keys().create(body["name"], body["rate"], body["role"])
     except ValueError as exc:
         raise errors.InvalidInput(str(exc)) from None
