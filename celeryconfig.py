@@ -6,15 +6,19 @@ import os
 
 from service.config import current
 from service.backend import SEALED, backend_url  # noqa: F401 - registers the sealed serializer
+from service.connections import celery_transport_options, celery_url
 
 try:
     _s = current()  # this process's settings, shared with the rest of the worker (or the API)
 except ValueError as exc:  # one clear line at start, not a traceback
     raise SystemExit(f"aurum: invalid setting: {exc}") from None
 
-broker_url = os.environ.get("CELERY_BROKER_URL", _s.redis_url)
+# AURUM_REDIS_URL, or sentinel:// URLs when AURUM_REDIS_SENTINELS is set (service/connections.py).
+broker_url = os.environ.get("CELERY_BROKER_URL", celery_url(_s))
 # Redis, without subscribing to every result channel at submit time (see service/backend.py).
-result_backend = backend_url(os.environ.get("CELERY_RESULT_BACKEND", _s.redis_url))
+result_backend = backend_url(os.environ.get("CELERY_RESULT_BACKEND", celery_url(_s)))
+# Behind Sentinels: the primary's name and the Sentinels' own credentials.
+result_backend_transport_options = celery_transport_options(_s)
 
 # JSON by default (measured: msgpack is no faster end to end, see bench/queue.py); never pickle.
 task_serializer = _s.serializer
@@ -43,7 +47,7 @@ task_time_limit = _s.task_time_limit
 # A batch's limits grow with its images (service.contract.time_limits): cover the largest batch.
 _longest = _s.task_time_limit + (_s.max_batch - 1) * _s.task_image_seconds
 broker_transport_options = {"visibility_timeout": max(_s.task_time_limit * 4, round(_longest * 2)),
-                            "unacked_restore_throttle": 1}
+                            "unacked_restore_throttle": 1, **celery_transport_options(_s)}
 # Fail fast when Redis is down: the API must answer 503 within a second, not hang.
 broker_connection_timeout = 1.0
 task_publish_retry_policy = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}

@@ -5,14 +5,13 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import redis
 from flask import Flask, send_from_directory
 from flask_smorest import Api
 
 from aurum import __version__, logs
 from aurum.schemas import ErrorSchema
 
-from service import config, tracing
+from service import config, connections, tracing
 from service.config import ServiceSettings
 from service.keys import KeyStore, check_rate
 from service.privacy import init_sentry
@@ -58,9 +57,9 @@ def create_app(settings: ServiceSettings | None = None) -> Flask:
         API_TITLE="Aurum", API_VERSION=__version__, OPENAPI_VERSION="3.0.3",
         OPENAPI_URL_PREFIX="/", OPENAPI_JSON_PATH="openapi.json",
         OPENAPI_SWAGGER_UI_PATH="docs", OPENAPI_SWAGGER_UI_URL="/docs/assets/",
-        **limits_config(settings.redis_url),
+        **limits_config(*connections.limiter_storage(settings)),
     )
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
+    client = connections.client(settings, timeout=1.0)
     app.extensions["aurum.settings"] = settings
     app.extensions["aurum.jobs"] = Jobs(client, settings)
     app.extensions["aurum.health"] = Health(client, settings)

@@ -55,6 +55,13 @@ class ServiceUnavailable(errors.AurumError):
     default_message = "The job queue is unreachable; try again shortly."
 
 
+class ReplicationLag(errors.AurumError):
+    code = "REPLICATION_LAG"
+    kind = "unavailable"
+    default_message = ("The job could not be copied to a Redis replica in time (AURUM_REDIS_WAIT_REPLICAS): "
+                       "it is not accepted; try again shortly.")
+
+
 def status_for(code: str, kind: str | None = None) -> int:
     """The HTTP status of an error code (its kind's), for a request's error or a job's failure."""
     return STATUS_BY_KIND.get(kind or kind_of(code), 500)

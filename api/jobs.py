@@ -27,8 +27,8 @@ from service.contract import SCORE_BATCH, SCORE_IMAGE, TASKS, failure, time_limi
 from service.images import ImageStore
 from service.records import JobRecords
 
-from .errors import DeadLetterExpired, JobNotFound, NotADeadLetter, ServiceUnavailable
-from .observability import API_CACHE, REQUEUES, SUBMISSIONS
+from .errors import DeadLetterExpired, JobNotFound, NotADeadLetter, ReplicationLag, ServiceUnavailable
+from .observability import API_CACHE, REPLICATION_LAGS, REQUEUES, SUBMISSIONS
 
 WAIT_SLICE = 0.5  # seconds; below the API's Redis socket timeout
 STATUS = {states.PENDING: "queued", states.RECEIVED: "queued", states.RETRY: "queued",
@@ -71,6 +71,29 @@ class Jobs:
         """Accept a job: from cache, attached to an identical job in flight, or enqueued. Only
         then does the caller get its job id (and the job's record, to wait without reading it
         back). Cache entries and claims are scoped to the owner (see service/cache.py)."""
+        job_id, record = self._accept(images, options, batch, owner, rejected, names)
+        if self.settings.redis_wait_replicas:
+            self._replicated(job_id)
+        return job_id, record
+
+    def _replicated(self, job_id: str) -> None:
+        """Return once AURUM_REDIS_WAIT_REPLICAS replicas hold everything this job wrote, or raise
+        ReplicationLag (503): a Sentinel failover then loses no job a client was told is accepted.
+
+        WAIT counts the writes of the connection it is sent on, and the replication stream is
+        ordered: one more write here (the record's TTL set again), after the broker's message,
+        covers the images, the record and the message."""
+        n, timeout = self.settings.redis_wait_replicas, self.settings.redis_wait_timeout
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.expire(keyspace.job(job_id), self.settings.result_ttl)
+            pipe.execute_command("WAIT", n, timeout)
+            acknowledged = pipe.execute()[-1]
+        if acknowledged < n:
+            REPLICATION_LAGS.inc()
+            raise ReplicationLag()
+
+    def _accept(self, images: list[bytes], options: ScoreOptions, batch: bool, owner: str,
+                rejected: dict[int, dict] | None, names: list[str | None] | None) -> tuple[str, dict[str, Any]]:
         job_id = secrets.token_hex(16)  # 128 random bits: not guessable
         options = options.resolve(self.settings)  # once: the workers and the cache key read these values
         record: dict[str, Any] = {"kind": "batch" if batch else "single", "total": len(images),

@@ -49,10 +49,11 @@ def standard_headers_only(response: Response) -> Response:
     return response
 
 
-def config(storage_uri: str) -> dict:
+def config(storage_uri: str, storage_options: dict) -> dict:
+    """``storage_uri`` and ``storage_options``: :func:`service.connections.limiter_storage`."""
     return {"RATELIMIT_STORAGE_URI": storage_uri, "RATELIMIT_STRATEGY": "fixed-window",
             "RATELIMIT_HEADERS_ENABLED": True, "RATELIMIT_KEY_PREFIX": "aurum:limits",
             # Redis down: skip the limit rather than fail the request here; the request itself
             # then needs Redis and gets its clear 503.
             "RATELIMIT_SWALLOW_ERRORS": True,
-            "RATELIMIT_STORAGE_OPTIONS": {"socket_timeout": 1, "socket_connect_timeout": 1}}
+            "RATELIMIT_STORAGE_OPTIONS": storage_options}

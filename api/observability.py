@@ -30,6 +30,8 @@ HTTP_SECONDS = Histogram("aurum_http_request_duration_seconds", "HTTP request ti
 SUBMISSIONS = Counter("aurum_jobs_submitted_total", "Accepted jobs by kind and path (queued, cached, coalesced)",
                       ["kind", "path"])
 REQUEUES = Counter("aurum_jobs_requeued_total", "Jobs published again after waiting, never started, too long")
+REPLICATION_LAGS = Counter("aurum_replication_lag_refusals_total",
+                           "Submissions refused (503 REPLICATION_LAG) because no replica confirmed them in time")
 API_CACHE = Counter("aurum_api_cache_requests_total", "Result-cache lookups made by the API", ["result"])
 
 

@@ -153,24 +153,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _redacted(url: str) -> str:
-    """A Redis URL fit for a message: its password (if any) replaced by ***."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = f"{parts.username}:***@" if parts.username else ":***@"
-    return urlunsplit(parts._replace(netloc=user + parts.netloc.rsplit("@", 1)[1]))
-
-
 def cmd_keys(args: argparse.Namespace) -> int:
     import redis
 
+    from service import connections
     from service.keys import KeyStore
 
     settings = args.settings
-    store = KeyStore(redis.Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2))
+    store = KeyStore(connections.client(settings, timeout=2))
     try:
         if args.action == "create":
             if not args.name:
@@ -197,7 +187,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
                 return 1
             print(f"revoked {len(revoked)} key(s): " + ", ".join(k.name for k in revoked))
     except redis.RedisError as exc:
-        print(f"error: Redis at {_redacted(settings.redis_url)} is unreachable: {exc}", file=sys.stderr)
+        print(f"error: Redis at {connections.describe(settings)} is unreachable: {exc}", file=sys.stderr)
         return 2
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -208,14 +198,15 @@ def cmd_keys(args: argparse.Namespace) -> int:
 def cmd_cache(args: argparse.Namespace) -> int:
     import redis
 
+    from service import connections
     from service.cache import ResultCache
 
     settings = args.settings
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+    client = connections.client(settings, timeout=2)
     try:
         removed = ResultCache(client, settings.sealer, settings.cache_ttl).clear()
     except redis.RedisError as exc:
-        print(f"error: Redis at {_redacted(settings.redis_url)} is unreachable: {exc}", file=sys.stderr)
+        print(f"error: Redis at {connections.describe(settings)} is unreachable: {exc}", file=sys.stderr)
         return 2
     print(f"removed {removed} cached result(s)")
     return 0

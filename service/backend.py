@@ -7,7 +7,7 @@ up unread pub/sub traffic (and, at shutdown, reconnection attempts). ``get()`` s
 subscribes when it starts waiting and reads any result already stored first.
 """
 
-from celery.backends.redis import RedisBackend
+from celery.backends.redis import RedisBackend, SentinelBackend
 from kombu.serialization import register
 
 from .config import current
@@ -32,9 +32,15 @@ class SubmitOnlyRedisBackend(RedisBackend):
         """Do not subscribe when a task is sent."""
 
 
+class SubmitOnlySentinelBackend(SentinelBackend):
+    on_task_call = SubmitOnlyRedisBackend.on_task_call
+
+
 def backend_url(redis_url: str) -> str:
-    """A result_backend setting that selects this class for a redis:// URL (Celery's
-    ``module:Class+url`` form); other URLs are left alone."""
+    """A result_backend setting that selects these classes for a redis:// or sentinel:// URL
+    (Celery's ``module:Class+url`` form); other URLs are left alone."""
     if redis_url.startswith(("redis://", "rediss://", "unix://")):
         return f"{__name__}:SubmitOnlyRedisBackend+{redis_url}"
+    if redis_url.startswith("sentinel://"):
+        return f"{__name__}:SubmitOnlySentinelBackend+{redis_url}"
     return redis_url

@@ -28,6 +28,22 @@ class ServiceSettings(Settings):
                              "Redis for broker, results, image store, cache and limits. Over TLS: "
                              "rediss://host:port/0?ssl_cert_reqs=required&ssl_ca_certs=/path/ca.pem (and "
                              "ssl_certfile, ssl_keyfile for client certificates).")
+    redis_sentinels: str = setting("AURUM_REDIS_SENTINELS", "",
+                                   "Redis Sentinels, 'host:port,host:port,...': when set, every Redis user (broker, "
+                                   "results, images, cache, records, limits, keys, heartbeats) asks them for the "
+                                   "primary of AURUM_REDIS_MASTER and follows a failover; AURUM_REDIS_URL is then unused.")
+    redis_master: str = setting("AURUM_REDIS_MASTER", "aurum", "The Sentinels' name of the Redis primary.")
+    redis_db: int = setting("AURUM_REDIS_DB", 0, "Redis database number behind the Sentinels.")
+    redis_password: str = setting("AURUM_REDIS_PASSWORD", "",
+                                  "Password of the primary and replicas behind the Sentinels (requirepass).")
+    redis_sentinel_password: str = setting("AURUM_REDIS_SENTINEL_PASSWORD", "",
+                                           "Password of the Sentinels themselves (their requirepass), if any.")
+    redis_wait_replicas: int = setting("AURUM_REDIS_WAIT_REPLICAS", 0,
+                                       "Replicas that must hold an accepted job before the API answers 202 (Redis "
+                                       "WAIT): 1 with Sentinels, so that a failover loses no accepted job; 0: none.")
+    redis_wait_timeout: int = setting("AURUM_REDIS_WAIT_TIMEOUT", 500,
+                                      "Milliseconds the API waits for AURUM_REDIS_WAIT_REPLICAS before answering "
+                                      "503 REPLICATION_LAG (retryable).")
     tls_cert: str = setting("AURUM_TLS_CERT", "", "PEM certificate (chain) the API serves HTTPS with (gunicorn); "
                                                   "with AURUM_TLS_KEY. Empty: plain HTTP.")
     tls_key: str = setting("AURUM_TLS_KEY", "", "PEM private key of AURUM_TLS_CERT.")
@@ -93,6 +109,10 @@ class ServiceSettings(Settings):
             # Celery's Redis backend refuses rediss:// without it; say so here, once, for every user
             raise ValueError("AURUM_REDIS_URL: a rediss:// URL needs ssl_cert_reqs=required (and ssl_ca_certs="
                              "/path/ca.pem unless the system's CAs sign the server's certificate)")
+        if self.redis_sentinels:
+            sentinels(self.redis_sentinels)  # malformed: raises here, with the variable's name
+        if self.redis_wait_replicas < 0 or self.redis_wait_timeout <= 0:
+            raise ValueError("AURUM_REDIS_WAIT_REPLICAS must be >= 0 and AURUM_REDIS_WAIT_TIMEOUT > 0")
         if self.jwt_jwks and not (self.jwt_issuer and self.jwt_audience):
             raise ValueError("AURUM_JWT_JWKS: set AURUM_JWT_ISSUER and AURUM_JWT_AUDIENCE with it "
                              "(a token for another service must not be accepted here)")
@@ -102,6 +122,19 @@ class ServiceSettings(Settings):
         """What seals and opens everything kept in Redis, from ``AURUM_ENCRYPTION_KEYS``
         (raises :class:`service.sealing.EncryptionNotConfigured` when it is empty)."""
         return sealer(self.encryption_keys)
+
+
+def sentinels(value: str) -> list[tuple[str, int]]:
+    """``host:port,host:port`` as (host, port) pairs (raises ValueError naming the variable)."""
+    pairs = []
+    for part in (p.strip() for p in value.split(",") if p.strip()):
+        host, _, port = part.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"AURUM_REDIS_SENTINELS: {part!r} is not host:port")
+        pairs.append((host.strip("[]"), int(port)))
+    if not pairs:
+        raise ValueError("AURUM_REDIS_SENTINELS: no host:port in it")
+    return pairs
 
 
 _current: ServiceSettings | None = None

@@ -22,10 +22,6 @@ class ImageStore:
         self.sealer = sealer
         self.ttl = ttl
 
-    @classmethod
-    def from_url(cls, url: str, sealer: Sealer, **kwargs) -> "ImageStore":
-        return cls(redis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0), sealer, **kwargs)
-
     def put(self, data: bytes, pipe: redis.client.Pipeline | None = None) -> str:
         """Store one image under a new random key; on ``pipe`` when given (the caller executes it)."""
         key = keyspace.IMAGE + secrets.token_hex(16)

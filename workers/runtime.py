@@ -9,12 +9,11 @@ import threading
 import time
 from typing import Any
 
-import redis
 
 from aurum.pipeline import Pipeline
 from aurum.store import gpu_for_child
 
-from service import config, heartbeats, tracing
+from service import config, connections, heartbeats, tracing
 from service.cache import ResultCache, identity_digest, result_identity
 from service.config import ServiceSettings
 from service.images import ImageStore
@@ -45,7 +44,7 @@ def start_heartbeat(member: str, info: dict[str, Any]) -> None:
     interpreter exit inside a shared pool's lock would deadlock whoever closes that pool."""
     stop_heartbeats()  # a process beats for one child: the one it is now
     stop = threading.Event()
-    client = redis.Redis.from_url(settings().redis_url, socket_timeout=2, socket_connect_timeout=2)
+    client = connections.client(settings(), timeout=2)
 
     def beat() -> None:
         try:
@@ -159,7 +158,7 @@ def images() -> ImageStore:
     global _images
     if _images is None:
         s = settings()
-        _images = ImageStore.from_url(s.redis_url, s.sealer, ttl=s.image_ttl)
+        _images = ImageStore(connections.client(s), s.sealer, ttl=s.image_ttl)
     return _images
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import requests
 
 from tests.helpers.redis_server import RedisServer, free_port, free_port_range
+from tests.helpers.sentinel import SentinelGroup
 from tests.helpers.deploy import procfile
 from tests.helpers.tls import make as make_certificates
 
@@ -22,19 +23,29 @@ RESULT_TTL = 4
 
 class Stack:
     def __init__(self, workdir: Path, appendonly: bool = False, result_ttl: int = 3600,
-                 extra_env: dict[str, str] | None = None, fsync: str = "everysec", tls: bool = False) -> None:
+                 extra_env: dict[str, str] | None = None, fsync: str = "everysec", tls: bool = False,
+                 sentinel: bool = False) -> None:
         """``tls``: HTTPS from gunicorn and Redis over TLS only, with a CA made here
-        (``self.certificates.ca``, which ``self.http`` and the processes' requests trust)."""
+        (``self.certificates.ca``, which ``self.http`` and the processes' requests trust).
+        ``sentinel``: Redis is a primary, two replicas and three Sentinels (``self.sentinel``; then
+        ``self.redis`` is None) and every process finds it through AURUM_REDIS_SENTINELS."""
         workdir.mkdir(parents=True, exist_ok=True)
         self.certificates = make_certificates(workdir / "tls") if tls else None
-        self.redis = RedisServer(workdir, appendonly=appendonly, fsync=fsync, tls=self.certificates).start()
+        self.sentinel = SentinelGroup(workdir / "sentinel", replicas=2).start() if sentinel else None
+        self.redis = None if sentinel else RedisServer(workdir, appendonly=appendonly, fsync=fsync,
+                                                       tls=self.certificates).start()
         self.port = free_port()
         self.base = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         bin_dir = Path(sys.executable).parent
         metrics_port = free_port_range(2)  # one exporter per pool child
         self.worker_metrics = [f"http://127.0.0.1:{metrics_port + i}/metrics" for i in range(2)]  # per child
-        self.env = {**os.environ, "AURUM_REDIS_URL": self.redis.url_for(0), "AURUM_RESULT_TTL": str(result_ttl),
+        self.env = {**os.environ, "AURUM_RESULT_TTL": str(result_ttl),
                     "AURUM_WORKER_METRICS_PORT": str(metrics_port), "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}"}
+        if self.sentinel:
+            self.env.pop("AURUM_REDIS_URL", None)
+            self.env.update(self.sentinel.env(0))
+        else:
+            self.env["AURUM_REDIS_URL"] = self.redis.url_for(0)
         self.env.pop("PROMETHEUS_MULTIPROC_DIR", None)
         # One budget per key covers status polls too; the harness's key polls fast. Tests that
         # are about limits make keys with their own --rate, or an app with its own settings.
@@ -127,4 +138,6 @@ class Stack:
                 proc.kill()
         for log in self.logs:
             log.close()
-        self.redis.stop()
+        for redis_ in (self.redis, self.sentinel):
+            if redis_ is not None:
+                redis_.stop()

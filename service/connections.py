@@ -1,0 +1,82 @@
+"""Where Redis is, for every user of it: one direct URL (``AURUM_REDIS_URL``) or a Sentinel group
+(``AURUM_REDIS_SENTINELS`` + ``AURUM_REDIS_MASTER``), which then takes precedence.
+
+Behind Sentinels each user follows a failover by itself, through the library it already uses:
+redis-py's :class:`redis.sentinel.Sentinel` for our own keys (images, records, cache, keys,
+heartbeats, announcements), kombu's ``sentinel://`` transport for the broker, Celery's
+``SentinelBackend`` for results and limits' ``redis+sentinel://`` storage for the rate limiter.
+A connection to a primary that was demoted fails (redis-py turns READONLY into a connection
+error) and the next one asks the Sentinels again.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import redis
+from redis.sentinel import Sentinel
+
+from .config import ServiceSettings, sentinels
+
+
+def client(settings: ServiceSettings, timeout: float = 1.0) -> redis.Redis:
+    """A client of the current primary; ``timeout`` bounds connecting and every command."""
+    if not settings.redis_sentinels:
+        return redis.Redis.from_url(settings.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout)
+    group = Sentinel(sentinels(settings.redis_sentinels), sentinel_kwargs=_sentinel_kwargs(settings, timeout),
+                     socket_timeout=timeout, socket_connect_timeout=timeout)
+    return group.master_for(settings.redis_master, db=settings.redis_db,
+                            password=settings.redis_password or None)
+
+
+def _sentinel_kwargs(settings: ServiceSettings, timeout: float) -> dict[str, Any]:
+    # password None, not absent: limits would otherwise send the primary's password to the Sentinels
+    return {"socket_timeout": timeout, "socket_connect_timeout": timeout,
+            "password": settings.redis_sentinel_password or None}
+
+
+def celery_url(settings: ServiceSettings) -> str:
+    """The broker / result-backend URL: ``AURUM_REDIS_URL``, or every Sentinel as a
+    ``sentinel://`` URL joined by ``;`` (kombu's and Celery's form) carrying the primary's
+    password and database."""
+    if not settings.redis_sentinels:
+        return settings.redis_url
+    auth = f":{quote(settings.redis_password, safe='')}@" if settings.redis_password else ""
+    return ";".join(f"sentinel://{auth}{_host(host)}:{port}/{settings.redis_db}"
+                    for host, port in sentinels(settings.redis_sentinels))
+
+
+def celery_transport_options(settings: ServiceSettings) -> dict[str, Any]:
+    """What kombu's and Celery's Sentinel clients need besides the URL (none without Sentinels)."""
+    if not settings.redis_sentinels:
+        return {}
+    return {"master_name": settings.redis_master, "sentinel_kwargs": _sentinel_kwargs(settings, 1.0)}
+
+
+def limiter_storage(settings: ServiceSettings) -> tuple[str, dict[str, Any]]:
+    """Flask-Limiter's storage URI and options."""
+    options: dict[str, Any] = {"socket_timeout": 1, "socket_connect_timeout": 1}
+    if not settings.redis_sentinels:
+        return settings.redis_url, options
+    hosts = ",".join(f"{_host(host)}:{port}" for host, port in sentinels(settings.redis_sentinels))
+    options.update(db=settings.redis_db, use_replicas=False,  # a replica's counts can lag behind
+                   sentinel_kwargs=_sentinel_kwargs(settings, 1.0))
+    if settings.redis_password:
+        options["password"] = settings.redis_password
+    return f"redis+sentinel://{hosts}/{settings.redis_master}", options
+
+
+def describe(settings: ServiceSettings) -> str:
+    """Where Redis is, without secrets (for error messages and logs)."""
+    if settings.redis_sentinels:
+        return f"Sentinels {settings.redis_sentinels} (primary {settings.redis_master!r})"
+    parts = urlsplit(settings.redis_url)
+    if parts.password is None:
+        return settings.redis_url
+    user = f"{parts.username}:***@" if parts.username else ":***@"
+    return urlunsplit(parts._replace(netloc=user + parts.netloc.rsplit("@", 1)[1]))
+
+
+def _host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
