@@ -9,13 +9,12 @@ import os
 import signal
 import socket
 import subprocess
-import threading
 import time
 
 import pytest
 import requests
 
-from tests.chaos.common import record, settle
+from tests.chaos.common import Load, record, settle
 from tests.helpers.deploy import procfile
 from tests.helpers.haproxy import HAProxy
 from tests.helpers.photos import unique_photo
@@ -91,43 +90,17 @@ def test_requests_are_spread_over_both_instances(fleet) -> None:
 
 
 def test_an_instance_killed_under_load_is_taken_out_and_brought_back(fleet) -> None:
-    answers: list[tuple[int, str]] = []
-    accepted: list[str] = []
-    stop, lock = threading.Event(), threading.Lock()
-
-    def client(n: int) -> None:
-        i = 0
-        while not stop.is_set():
-            try:
-                response = post(fleet, 50_000 + n * 10_000 + i)
-                status = response.status_code
-                code = response.json()["error"]["code"] if status >= 400 else ""
-            except requests.RequestException:
-                status, code = -1, ""  # a hang or a reset: not allowed
-            except ValueError:
-                status, code = status, "NOT_JSON"
-            with lock:
-                answers.append((status, code))
-                if status == 202:
-                    accepted.append(response.json()["job_id"])
-            i += 1
-            time.sleep(0.05)
-
-    threads = [threading.Thread(target=client, args=(n,)) for n in range(3)]
-    for t in threads:
-        t.start()
-    time.sleep(2.0)
-    killed_at = time.monotonic()
-    fleet.kill_api2()
-    fleet.lb.wait_states({"api1": True, "api2": False}, timeout=30)
-    marked_down_s = time.monotonic() - killed_at
-    time.sleep(2.0)
-    fleet.restart_api2()
-    fleet.lb.wait_states({"api1": True, "api2": True}, timeout=90)
-    time.sleep(1.0)
-    stop.set()
-    for t in threads:
-        t.join()
+    with Load(lambda seed: post(fleet, 50_000 + seed)) as load:
+        time.sleep(2.0)
+        killed_at = time.monotonic()
+        fleet.kill_api2()
+        fleet.lb.wait_states({"api1": True, "api2": False}, timeout=30)
+        marked_down_s = time.monotonic() - killed_at
+        time.sleep(2.0)
+        fleet.restart_api2()
+        fleet.lb.wait_states({"api1": True, "api2": True}, timeout=90)
+        time.sleep(1.0)
+    answers, accepted = [(status, code) for _, status, code in load.answers], load.accepted
     statuses: dict[str, int] = {}
     for status, code in answers:
         statuses[f"{status} {code}".strip()] = statuses.get(f"{status} {code}".strip(), 0) + 1

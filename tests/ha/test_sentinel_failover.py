@@ -6,13 +6,11 @@ the second replica keeps the new primary able to confirm writes while the old on
 
 from __future__ import annotations
 
-import threading
 import time
 
 import pytest
-import requests
 
-from tests.chaos.common import record, settle, submit
+from tests.chaos.common import Load, record, settle, submit
 from tests.helpers.photos import unique_photo
 from tests.helpers.stack import Stack
 
@@ -29,63 +27,10 @@ def stack(tmp_path_factory):
         yield s
 
 
-class Load:
-    """Clients submitting unique photos until stopped; every answer is kept with its time."""
-
-    def __init__(self, stack: Stack, clients: int = 3, seed: int = 0) -> None:
-        self.stack, self.seed = stack, seed
-        self.answers: list[tuple[float, int, str]] = []  # (monotonic time, status, error code)
-        self.accepted: list[str] = []
-        self.slowest = 0.0
-        self._stop, self._lock = threading.Event(), threading.Lock()
-        self._threads = [threading.Thread(target=self._client, args=(n,)) for n in range(clients)]
-
-    def __enter__(self) -> "Load":
-        for t in self._threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for t in self._threads:
-            t.join()
-
-    def _client(self, n: int) -> None:
-        i = 0
-        while not self._stop.is_set():
-            start = time.monotonic()
-            code = ""
-            try:
-                response = submit(self.stack, unique_photo(self.seed + n * 10_000 + i), timeout=15)
-                status = response.status_code
-                if status == 202:
-                    job_id = response.json()["job_id"]
-                elif status >= 400:
-                    code = response.json()["error"]["code"]
-            except requests.RequestException:
-                status = -1  # no answer within 15 s: a hang
-            with self._lock:
-                self.answers.append((start, status, code))
-                self.slowest = max(self.slowest, time.monotonic() - start)
-                if status == 202:
-                    self.accepted.append(job_id)
-            i += 1
-            time.sleep(0.05)
-
-    def statuses(self) -> dict[int, int]:
-        out: dict[int, int] = {}
-        for _, status, _ in self.answers:
-            out[status] = out.get(status, 0) + 1
-        return out
-
-    def since(self, t: float) -> list[tuple[float, int, str]]:
-        return [a for a in self.answers if a[0] >= t]
-
-
 def test_primary_killed_sentinels_fail_over_and_no_accepted_job_is_lost(stack) -> None:
     group = stack.sentinel
     old = group.wait_primary()
-    with Load(stack) as load:
+    with Load(lambda seed: submit(stack, unique_photo(seed), timeout=15)) as load:
         time.sleep(3.0)
         killed_at = time.monotonic()
         group.node(old).kill()  # a crash of the primary

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import requests
 
+from tests.helpers import processes
 from tests.helpers.redis_server import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -76,11 +77,5 @@ class HAProxy:
         raise AssertionError(f"servers {self.server_states()}, expected {expected}")
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        processes.stop(self.proc, timeout=10)
         self.log.close()

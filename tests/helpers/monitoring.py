@@ -17,6 +17,7 @@ from typing import Any
 import requests
 import yaml
 
+from tests.helpers import processes
 from tests.helpers.redis_server import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -97,13 +98,7 @@ class Process:
         raise RuntimeError(f"{name} did not get ready")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        processes.stop(self.proc, timeout=15)
         self.log.close()
 
 

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import redis
 
+from tests.helpers import processes
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -88,10 +90,4 @@ class RedisServer:
             self.proc.wait()
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        processes.stop(self.proc)

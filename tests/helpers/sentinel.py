@@ -12,6 +12,7 @@ from pathlib import Path
 import redis
 from redis.sentinel import Sentinel
 
+from tests.helpers import processes
 from tests.helpers.redis_server import free_port
 
 MASTER = "aurum"
@@ -41,13 +42,7 @@ class Node:
             self.proc.wait()
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        processes.stop(self.proc)
 
     @property
     def alive(self) -> bool:
