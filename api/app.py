@@ -68,7 +68,7 @@ def create_app(settings: ServiceSettings | None = None) -> Flask:
 
     if tracing.setup(settings, "aurum-api"):  # off unless OTEL_EXPORTER_OTLP_ENDPOINT is set
         tracing.instrument_app(app)
-    observability.register(app, client)  # first: the request id is set before anything logs
+    observability.register(app, client, settings)  # first: the request id is set before anything logs
     app.before_request(auth.authenticate)  # before the limiter's check: limits are per key
     app.after_request(standard_headers_only)  # registered first, so it runs after the limiter's headers
     limiter.init_app(app)

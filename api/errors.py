@@ -49,6 +49,18 @@ class DeadLetterExpired(errors.AurumError):
     default_message = "The dead letter's images have expired (AURUM_IMAGE_TTL): it cannot run again."
 
 
+class InvalidRoute(errors.AurumError):
+    code = "INVALID_ROUTE"
+    kind = "conflict"
+    default_message = "That routing change cannot be made."
+
+
+class GateFailed(errors.AurumError):
+    code = "GATE_FAILED"
+    kind = "conflict"
+    default_message = "The candidate's comparison report fails its gates; shadow it longer, or force."
+
+
 class ServiceUnavailable(errors.AurumError):
     code = "SERVICE_UNAVAILABLE"
     kind = "unavailable"

@@ -20,8 +20,8 @@ from celery import states
 
 from aurum.schemas import ScoreOptions
 from aurum import logs
-from service import done, heartbeats, keyspace, queue
-from service.cache import ResultCache, cache_key, identity_digest
+from service import done, heartbeats, keyspace, queue, routing
+from service.cache import ResultCache, cache_key, identity_digest, routed_identity
 from service.config import ServiceSettings
 from service.contract import SCORE_BATCH, SCORE_IMAGE, TASKS, failure, time_limits
 from service.images import ImageStore
@@ -45,6 +45,7 @@ class Jobs:
         self.cache = (ResultCache(client, settings.sealer, settings.cache_ttl, settings.cache_l1_size, settings.cache_l1_ttl)
                       if settings.cache_ttl > 0 else None)
         self.backend = queue.app.backend
+        self.router = routing.Router(client, settings.routing_refresh)
         self._identity: tuple[float, dict[str, Any] | None] = (-heartbeats.INTERVAL, None)
 
     def identity(self) -> dict[str, Any] | None:
@@ -103,11 +104,14 @@ class Jobs:
             record["names"] = names or [None] * len(images)
             images = [data for i, data in enumerate(images) if i not in (rejected or {})]
         record["options"] = vars(options)  # to publish the job again if its message is lost
+        digests = [hashlib.sha256(data).hexdigest() for data in images]
+        # the model versions that serve it (service/routing.py); a batch sticks to its first image
+        record["route"] = self.router.decide(job_id, owner, digests[0] if digests else "")
         identity = self.identity() if self.cache is not None else None
         if identity is not None:  # a DELETE evicts every entry the job makes
+            identity = routed_identity(identity, record["route"])
             record["identity"] = identity_digest(identity)
-            record["cache_keys"] = [cache_key(hashlib.sha256(data).hexdigest(), identity, options, scope=owner)
-                                    for data in images]
+            record["cache_keys"] = [cache_key(digest, identity, options, scope=owner) for digest in digests]
         if not batch and "cache_keys" in record:
             key = record["cache_keys"][0]
             hit = self.cache.get(key)
@@ -138,7 +142,7 @@ class Jobs:
 
     def _publish(self, job_id: str, record: dict[str, Any]) -> None:
         headers = {"aurum_submitted_at": time.time(), "aurum_request_id": logs.request_id.get(),
-                   "aurum_identity": record.get("identity")}
+                   "aurum_identity": record.get("identity"), "aurum_route": record.get("route")}
         # The cache keys this API made (scoped to the owner); none ("" / []) when it made none
         # (cache off, or no identity shared by live workers): the worker then caches nothing,
         # rather than unscoped.

@@ -70,6 +70,41 @@ class LiveChildren:
         yield family
 
 
+class ModelDrift:
+    """Per tracked model version (every role's live version and candidate), read from Redis at
+    scrape time (service/comparison.py): ``aurum_model_drift_psi`` and ``aurum_model_drift_p`` per
+    measure against its reference, ``aurum_model_drifted`` (1 when a measure passes both
+    thresholds), and the faces its recent windows hold. What the drift alert watches."""
+
+    def __init__(self, client, settings) -> None:
+        self.redis, self.settings = client, settings
+
+    def collect(self):
+        from service import lifecycle
+
+        try:
+            reports = [lifecycle.drift(self.redis, self.settings, ref)
+                       for ref in lifecycle.tracked(self.redis, self.settings)]
+        except Exception:  # Redis down, or no manifest here: absent
+            return
+        psi = GaugeMetricFamily("aurum_model_drift_psi", "Population stability index against the reference",
+                                labels=["model", "measure"])
+        p = GaugeMetricFamily("aurum_model_drift_p", "Chi-square p-value against the reference",
+                              labels=["model", "measure"])
+        drifted = GaugeMetricFamily("aurum_model_drifted", "1: a measure shifted past AURUM_DRIFT_PSI and AURUM_DRIFT_P",
+                                    labels=["model"])
+        faces = GaugeMetricFamily("aurum_model_window_faces", "Faces in the recent windows", labels=["model"])
+        for report in reports:
+            faces.add_metric([report["model"]], report["faces"])
+            if not report["reference_faces"]:
+                continue  # no reference yet: nothing to drift from
+            drifted.add_metric([report["model"]], int(report["drifted"]))
+            for measure, row in report["measures"].items():
+                psi.add_metric([report["model"], measure], row["psi"])
+                p.add_metric([report["model"], measure], row["p"])
+        yield from (psi, p, drifted, faces)
+
+
 class _ThisProcess:
     """The default registry's metrics, inside the per-app registry (no multiprocess dir)."""
 
@@ -77,7 +112,7 @@ class _ThisProcess:
         yield from REGISTRY.collect()
 
 
-def registry(client) -> CollectorRegistry:
+def registry(client, settings=None) -> CollectorRegistry:
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         from prometheus_client import multiprocess
 
@@ -88,11 +123,13 @@ def registry(client) -> CollectorRegistry:
         reg.register(_ThisProcess())
     reg.register(QueueDepth(client))
     reg.register(LiveChildren(client))
+    if settings is not None:
+        reg.register(ModelDrift(client, settings))
     return reg
 
 
-def register(app: Flask, client) -> None:
-    scrape = registry(client)
+def register(app: Flask, client, settings=None) -> None:
+    scrape = registry(client, settings)
 
     @app.before_request
     def start_request() -> None:

@@ -24,7 +24,7 @@ def _settings(args: argparse.Namespace) -> Settings:
     """The settings of this command: the core's for scoring, the job service's as well for the
     commands that talk to Redis and for ``config`` (when the service package is installed)."""
     overrides = {"models_dir": args.models_dir} if args.models_dir else {}
-    if args.command in SERVICE_COMMANDS:
+    if args.command in SERVICE_COMMANDS or getattr(args, "action", None) in LIFECYCLE_ACTIONS:
         try:
             from service.config import ServiceSettings
         except ImportError:  # the core alone: its own settings
@@ -36,6 +36,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 SERVICE_COMMANDS = {"keys", "cache", "config"}
+LIFECYCLE_ACTIONS = {"status", "route", "promote", "rollback", "compare", "drift", "reference", "audit"}
 
 
 def _summary(path: str, result: dict[str, Any]) -> str:
@@ -114,14 +115,17 @@ def cmd_models(args: argparse.Namespace) -> int:
     except errors.AurumError as exc:
         print(f"error: {exc.code}: {exc.message}", file=sys.stderr)
         return 2
+    if args.action in LIFECYCLE_ACTIONS:
+        return cmd_lifecycle(args)
     if args.action == "list":
         rows = store.describe()
         if args.json:
             print(json.dumps(rows, indent=2))
         else:
             for r in rows:
-                print(f"{r['name']:<18} {r['task'] or '':<10} {r['version']:<22} {r['file']:<24} "
-                      f"{r['sha256'][:12]}  {r['licence']}")
+                made = (r["created"] or {}).get("by", "")
+                print(f"{r['name']:<18} {r['task'] or '':<10} {r['version']:<24} {'default' if r['default'] else '':<8}"
+                      f"{r['file']:<34} {r['sha256'][:12]}  {r['licence']}  {made}")
         return 0
     report = store.verify()
     if args.json:
@@ -134,6 +138,58 @@ def cmd_models(args: argparse.Namespace) -> int:
             else:
                 print(f"FAIL  {r['name']:<18} {r['error']['code']}: {r['error']['message']}")
     return 0 if all(r["ok"] for r in report) else 1
+
+
+def cmd_lifecycle(args: argparse.Namespace) -> int:
+    """``aurum models status|route|promote|rollback|compare|drift|reference|audit``: the routing
+    policy and the comparisons in Redis (service/lifecycle.py)."""
+    import getpass
+
+    import redis
+
+    from service import connections, lifecycle, routing
+
+    if args.action in ("route", "promote", "rollback", "compare", "reference") and not args.target:
+        print(f"error: models {args.action} needs a {'role' if args.action in ('route', 'rollback', 'compare') else 'version'}",
+              file=sys.stderr)
+        return 2
+    settings = args.settings
+    client = connections.client(settings, timeout=5)
+    who = f"cli:{getpass.getuser()}"
+    try:
+        if args.action == "status":
+            out: Any = lifecycle.status(client, settings)
+        elif args.action == "route":
+            role, candidate = args.target, args.candidate
+            mode = "off" if args.off else args.mode
+            policy = lifecycle.route(client, settings, who, role, candidate, mode, args.share / 100, args.sticky,
+                                     args.keys.split(",") if args.keys else None, args.force)
+            out = policy.to_dict()
+        elif args.action == "promote":
+            out = lifecycle.promote(client, settings, who, args.target, args.force).to_dict()
+        elif args.action == "rollback":
+            out = lifecycle.rollback(client, who, args.target).to_dict()
+        elif args.action == "compare":
+            out = lifecycle.compare(client, lifecycle.manifest(settings), settings, args.target, args.candidate)
+        elif args.action == "drift":
+            refs = [lifecycle.manifest(settings).ref(args.target)] if args.target else lifecycle.tracked(client, settings)
+            out = [lifecycle.drift(client, settings, ref, args.last) for ref in refs]
+        elif args.action == "reference":
+            out = lifecycle.set_reference(client, settings, args.target, args.last or 3600.0)
+        else:
+            out = routing.audit(client, args.count)
+    except lifecycle.GateFailed as exc:
+        print(json.dumps(exc.report, indent=2))
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except (routing.RoutingError, errors.AurumError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except redis.RedisError as exc:
+        print(f"error: Redis: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(out, indent=2))
+    return 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -304,8 +360,25 @@ def build_parser() -> argparse.ArgumentParser:
                    help="give a score even for a face that cannot be judged (blurred, occluded, turned away)")
     p.set_defaults(func=cmd_score)
 
-    p = sub.add_parser("models", help="list or verify the models in the manifest")
-    p.add_argument("action", choices=["list", "verify"])
+    p = sub.add_parser("models", help="the models: list and verify the manifest's versions; route, compare, "
+                                      "promote and roll back versions at run time (Redis)",
+                       description="list | verify: the manifest. status: the routing policy. "
+                                   "route ROLE CANDIDATE --mode shadow|canary|ab [--share PCT] [--sticky key|image] "
+                                   "[--keys ID,...] | route ROLE --off. compare ROLE [CANDIDATE]: the shadow report. "
+                                   "promote NAME@VERSION. rollback ROLE. drift [NAME@VERSION]. "
+                                   "reference NAME@VERSION [--last SECONDS]. audit.")
+    p.add_argument("action", choices=["list", "verify", *sorted(LIFECYCLE_ACTIONS)])
+    p.add_argument("target", nargs="?", help="a role (detector, scorer) or a version (name@version)")
+    p.add_argument("candidate", nargs="?", help="route, compare: the candidate version (name@version)")
+    p.add_argument("--mode", choices=["shadow", "canary", "ab"], default="shadow")
+    p.add_argument("--off", action="store_true", help="route: no candidate")
+    p.add_argument("--share", type=float, default=5.0, metavar="PCT", help="canary, ab: the candidate's share, %%")
+    p.add_argument("--sticky", choices=["key", "image"], default="key", help="ab: what a draw sticks to")
+    p.add_argument("--keys", help="route: API key ids (16 hex) always given the candidate")
+    p.add_argument("--force", action="store_true", help="route, promote: past a failing comparison report")
+    p.add_argument("--last", type=float, default=None, metavar="SECONDS",
+                   help="reference (default 3600), drift (default: the current and previous window): the windows summed")
+    p.add_argument("--count", type=int, default=20, help="audit: how many changes")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_models)
 

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 
 from .geometry import hard_nms, iou, letterbox, planar, shrink, weighted_nms
-from .store import ModelStore
+from .store import ModelStore, split_ref
 
 
 @dataclass
@@ -230,8 +230,9 @@ class Staged:
 
 
 def make_detector(store: ModelStore, name: str, input_size: int | None = None) -> Detector:
+    """``name``: a detector's manifest name, or ``name@version`` (a registered version of it)."""
     try:
-        cls = DETECTORS[name]
+        cls = DETECTORS[split_ref(name)[0]]
     except KeyError:
         raise ValueError(f"unknown detector {name!r}; choose one of {', '.join(DETECTORS)}") from None
     return cls(store, name, input_size)
@@ -241,7 +242,8 @@ def make_staged(store: ModelStore, name: str, input_size: int, first_size: int) 
     """The detector, with a first stage at ``first_size`` where it helps (YuNet only: BlazeFace's
     input size is fixed; 0, or a first size not below the full one, turns it off)."""
     full = make_detector(store, name, input_size)
-    first = YuNet(store, name, first_size) if name == "yunet" and 0 < first_size < input_size else None
+    yunet = split_ref(name)[0] == "yunet"
+    first = YuNet(store, name, first_size) if yunet and 0 < first_size < input_size else None
     return Staged(full, first)
 
 

@@ -63,23 +63,36 @@ class _Item:
     timings: dict[str, float] = field(default_factory=dict)
 
 
+ROLES = ("detector", "scorer")  # the models a route (service/routing.py) can choose a version of
+
+
 class Pipeline:
-    def __init__(self, settings: Settings | None = None, store: ModelStore | None = None, tracer: Any = None) -> None:
+    def __init__(self, settings: Settings | None = None, store: ModelStore | None = None, tracer: Any = None,
+                 models: dict[str, str] | None = None) -> None:
         """``tracer``: an OpenTelemetry tracer (the job service passes one when tracing is on):
-        each stage becomes a span named ``aurum.<stage>``, with the batch's image and face counts."""
+        each stage becomes a span named ``aurum.<stage>``, with the batch's image and face counts.
+        ``models``: role (:data:`ROLES`) -> ``name`` or ``name@version``, instead of the settings'
+        AURUM_DETECTOR / AURUM_SCORER (their default versions)."""
         self.settings = settings or Settings.from_env()
         self.tracer = tracer
         s = self.settings
         self.store = store or ModelStore(s.models_dir, device=s.device, device_id=s.gpus[0] if s.gpus else 0,
                                          threads=s.ort_threads)
-        self.detector = make_staged(self.store, s.detector, s.detector_size, s.detector_first_size)
+        chosen = {"detector": s.detector, "scorer": s.scorer, **(models or {})}
+        self.roles = {role: self.store.ref(chosen[role]) for role in ROLES}  # canonical name@version
+        self.detector = make_staged(self.store, self.roles["detector"], s.detector_size, s.detector_first_size)
         self.geometry = FaceGeometry.from_json(self.store.data("face_geometry"))
         self.facemesh = FaceMesh(self.store, self.geometry.mirror)
         self.sface = SFace(self.store)
-        self.scorer = Scorer(self.store, s.scorer)
+        self.scorer = Scorer(self.store, self.roles["scorer"])
+
+    def variant(self, models: dict[str, str]) -> "Pipeline":
+        """This pipeline with other versions for some roles, on the same model store (sessions
+        are shared: a version already loaded is not loaded again)."""
+        return Pipeline(self.settings, self.store, self.tracer, {**self.roles, **models})
 
     def model_names(self, embedding: bool = True) -> list[str]:
-        names = [self.detector.name, self.facemesh.name, self.scorer.name]
+        names = [self.detector.name, self.facemesh.name, self.scorer.ref]
         if embedding or self.scorer.needs_embedding:
             names.append(self.sface.name)
         return names

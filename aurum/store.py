@@ -1,6 +1,8 @@
-"""The model store: the manifest, checksums and one ONNX Runtime session per model.
+"""The model store: the manifest, checksums and one ONNX Runtime session per model version.
 
-Sessions are created lazily (or all at once by :meth:`ModelStore.load`), never at import time,
+A model is named ``name`` (the manifest's default version of it) or ``name@version`` (any
+version registered side by side, :mod:`aurum.registry`); both resolve to one canonical
+``name@version``, under which its session is kept. Sessions are created lazily (or all at once by :meth:`ModelStore.load`), never at import time,
 so that Celery can fork its children before any session exists.
 """
 
@@ -68,9 +70,16 @@ def gpu_for_child(index: int, gpus: tuple[int, ...]) -> int:
     return gpus[index % len(gpus)]
 
 
+def split_ref(ref: str) -> tuple[str, str | None]:
+    """``name@version`` -> (name, version); a bare ``name`` -> (name, None): its default."""
+    name, _, version = ref.partition("@")
+    return name, version or None
+
+
 @dataclass
 class LoadedModel:
     name: str
+    version: str
     spec: dict[str, Any]
     session: Any
     provider: str
@@ -94,36 +103,55 @@ class ModelStore:
             self.manifest = json.loads(manifest_path.read_text())
         except (OSError, ValueError) as exc:
             raise errors.ModelUnavailable(f"Cannot read the model manifest {manifest_path}: {exc}") from exc
+        # "models": each name's default version (what runs unless a route says otherwise);
+        # "registry" (schema 2): further versions of a name, side by side, each a full entry
         self.specs: dict[str, dict[str, Any]] = self.manifest["models"]
+        self.registry: dict[str, dict[str, dict[str, Any]]] = {}
+        for name, spec in self.specs.items():
+            self.registry[name] = {spec["version"]: spec}
+        for name, versions in self.manifest.get("registry", {}).items():
+            self.registry.setdefault(name, {}).update(versions)
 
     # --- manifest ---------------------------------------------------------------------------
-    def spec(self, name: str) -> dict[str, Any]:
+    def ref(self, ref: str) -> str:
+        """The canonical ``name@version`` of ``ref`` (a bare name: its default version)."""
+        name, version = split_ref(ref)
+        if version is None:
+            return f"{name}@{self.spec(name)['version']}"
+        self.spec(ref)
+        return ref
+
+    def spec(self, ref: str) -> dict[str, Any]:
+        name, version = split_ref(ref)
         try:
-            return self.specs[name]
+            return self.specs[name] if version is None else self.registry[name][version]
         except KeyError:
-            raise errors.ModelUnavailable(f"Model {name!r} is not in the manifest.") from None
+            raise errors.ModelUnavailable(f"Model {ref!r} is not in the manifest.", model=name) from None
 
-    def path(self, name: str) -> Path:
-        return self.dir / self.spec(name)["file"]
+    def path(self, ref: str) -> Path:
+        return self.dir / self.spec(ref)["file"]
 
-    def versions(self, names: list[str] | None = None) -> dict[str, str]:
-        return {n: self.specs[n]["version"] for n in (names or self.specs)}
+    def versions(self, refs: list[str] | None = None) -> dict[str, str]:
+        """name -> version of ``refs`` (default: every default version)."""
+        return {split_ref(r)[0]: self.spec(r)["version"] for r in (refs or self.specs)}
 
     def onnx_models(self) -> list[str]:
         return [n for n, s in self.specs.items() if s["file"].endswith(".onnx")]
 
-    def data(self, name: str) -> Any:
+    def data(self, ref: str) -> Any:
         """A JSON data entry of the manifest (e.g. the canonical face geometry)."""
-        path = self.path(name)
-        self._check(name, path)
+        path = self.path(ref)
+        self._check(ref, path)
         return json.loads(path.read_text())
 
     # --- sessions ---------------------------------------------------------------------------
-    def session(self, name: str) -> Any:
-        model = self._loaded.get(name)
-        if model is None:
+    def session(self, ref: str) -> Any:
+        model = self._loaded.get(ref)
+        if model is None:  # a bare name or a version not loaded yet
+            key = self.ref(ref)
             with self._lock:
-                model = self._loaded.get(name) or self._load(name)
+                model = self._loaded.get(key) or self._load(key)
+            self._loaded.setdefault(ref, model)
         return model.session
 
     def load(self, names: list[str] | None = None, warm_up: bool = True) -> dict[str, LoadedModel]:
@@ -131,10 +159,11 @@ class ModelStore:
             self.session(name)
             if warm_up:
                 self.warm_up(name)
-        return dict(self._loaded)
+        return self.loaded()
 
     def loaded(self) -> dict[str, LoadedModel]:
-        return dict(self._loaded)
+        """Canonical ``name@version`` -> the loaded model."""
+        return {k: m for k, m in self._loaded.items() if "@" in k}
 
     def warm_up(self, name: str) -> float:
         """One inference on zeros of the declared input shapes; returns milliseconds."""
@@ -144,20 +173,22 @@ class ModelStore:
         session.run(None, feeds)
         return (time.perf_counter() - start) * 1000
 
-    def _check(self, name: str, path: Path) -> None:
+    def _check(self, ref: str, path: Path) -> None:
+        name = split_ref(ref)[0]
         if not path.is_file():
             raise errors.ModelUnavailable(f"Model file {path} is missing.", model=name)
         if self.verify_checksums:
             actual = sha256_file(path)
-            if actual != self.specs[name]["sha256"]:
+            if actual != self.spec(ref)["sha256"]:
                 raise errors.ModelIntegrityError(
                     f"{path.name}: sha256 {actual[:12]}... does not match the manifest.", model=name)
 
-    def _load(self, name: str) -> LoadedModel:
+    def _load(self, ref: str) -> LoadedModel:
         import onnxruntime as ort
 
-        path = self.path(name)
-        self._check(name, path)
+        name, version = split_ref(ref)
+        path = self.path(ref)
+        self._check(ref, path)
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL  # BASIC/EXTENDED: ~1.7x slower
         # Input shapes change from image to image (the detector's follows each photo's size,
@@ -175,38 +206,49 @@ class ModelStore:
             session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
         except Exception as exc:  # onnxruntime raises its own untyped errors
             raise errors.ModelUnavailable(f"{path.name} failed to load: {exc}", model=name) from exc
-        model = LoadedModel(name=name, spec=self.specs[name], session=session,
+        model = LoadedModel(name=name, version=version, spec=self.spec(ref), session=session,
                             provider=session.get_providers()[0],
                             load_ms=(time.perf_counter() - start) * 1000)
-        self._loaded[name] = model
+        self._loaded[ref] = model
         return model
 
     # --- reporting --------------------------------------------------------------------------
-    def describe(self) -> list[dict[str, Any]]:
+    def all_refs(self) -> list[str]:
+        """Every registered version, ``name@version``, defaults first within each name."""
+        return [f"{n}@{v}" for n, versions in self.registry.items()
+                for v in sorted(versions, key=lambda v: v != self.specs.get(n, {}).get("version"))]
+
+    def describe(self, loaded_only: bool = False) -> list[dict[str, Any]]:
         rows = []
-        for name, spec in self.specs.items():
-            loaded = self._loaded.get(name)
+        for ref in self.all_refs():
+            name, version = split_ref(ref)
+            spec, loaded = self.spec(ref), self._loaded.get(ref)
+            if loaded_only and loaded is None:
+                continue
             rows.append({
-                "name": name, "task": spec.get("task"), "version": spec["version"],
+                "name": name, "task": spec.get("task"), "version": version,
+                "default": self.specs.get(name, {}).get("version") == version,
                 "file": spec["file"], "sha256": spec["sha256"], "licence": spec.get("licence"),
+                "created": spec.get("created"),
                 "provider": loaded.provider if loaded else None,
                 "load_ms": round(loaded.load_ms, 1) if loaded else None,
             })
         return rows
 
     def verify(self) -> list[dict[str, Any]]:
-        """Checksums, load and one warm-up inference for every model."""
+        """Checksums, load and one warm-up inference for every version of every model."""
         report = []
-        for name, spec in self.specs.items():
-            row: dict[str, Any] = {"name": name, "version": spec["version"], "ok": False}
+        for ref in self.all_refs():
+            name, version = split_ref(ref)
+            row: dict[str, Any] = {"name": name, "version": version, "ok": False}
             try:
-                if spec["file"].endswith(".onnx"):
-                    self.session(name)
-                    row["load_ms"] = round(self._loaded[name].load_ms, 1)
-                    row["warm_up_ms"] = round(self.warm_up(name), 2)
-                    row["provider"] = self._loaded[name].provider
+                if self.spec(ref)["file"].endswith(".onnx"):
+                    self.session(ref)
+                    row["load_ms"] = round(self._loaded[ref].load_ms, 1)
+                    row["warm_up_ms"] = round(self.warm_up(ref), 2)
+                    row["provider"] = self._loaded[ref].provider
                 else:
-                    self.data(name)
+                    self.data(ref)
                 row["ok"] = True
             except errors.AurumError as exc:
                 row["error"] = exc.to_dict()["error"]

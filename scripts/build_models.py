@@ -1153,13 +1153,18 @@ def old_card_timings(path: Path) -> dict | None:
 
 def write_manifest(out: Path, entries: dict[str, dict]) -> None:
     path = out / "manifest.json"
-    manifest = {"schema_version": 1, "models": {}}
+    manifest = {"schema_version": 2, "models": {}}
     if path.exists():
         manifest = json.loads(path.read_text())
         manifest.setdefault("models", {})
+    from aurum.scoring.manifest_entry import creation_record
+
     for name, entry in entries.items():
+        src = entry.get("source", {})
+        entry.setdefault("created", creation_record("scripts/build_models.py", {
+            "from": f"{src.get('package')}=={src.get('version')}:{src.get('path')}", "conversion": entry.get("conversion")}))
         manifest["models"][name] = entry  # entries of other owners (e.g. "scorer") stay as they are
-    manifest["schema_version"] = 1
+    manifest["schema_version"] = 2
     path.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
 
 

@@ -46,6 +46,13 @@ def result_identity(versions: dict[str, str], settings: Settings) -> dict[str, A
                          if f.name in RESULT_SETTINGS or f.name.startswith("q_")}}
 
 
+def routed_identity(identity: dict[str, Any], route: dict[str, Any] | None) -> dict[str, Any]:
+    """The identity of a job's result when its route chooses model versions (service/routing.py):
+    results of different versions never share a cache entry. A shadow changes nothing returned."""
+    models = (route or {}).get("models")
+    return {**identity, "route": dict(sorted(models.items()))} if models else identity
+
+
 def identity_digest(identity: dict[str, Any]) -> str:
     """A short name for an identity: the API sends it with a job whose cache keys it made, and a
     worker with another identity (a rolling upgrade) then neither reads nor writes those keys."""

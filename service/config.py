@@ -98,6 +98,26 @@ class ServiceSettings(Settings):
                                        "First port of the workers' Prometheus exporters (child i serves port + i; "
                                        "0: none). The Procfile sets 9808.")
     metrics_bind: str = setting("AURUM_METRICS_BIND", "127.0.0.1", "Address the workers' exporters listen on.")
+    # --- model lifecycle (service/routing.py, service/comparison.py) -------------------------
+    routing_refresh: float = setting("AURUM_ROUTING_REFRESH", 1.0,
+                                     "Seconds the API and the workers keep the routing policy they read: a route "
+                                     "change, promotion or rollback takes effect within it, without a restart.")
+    model_window: int = setting("AURUM_MODEL_WINDOW", 300,
+                                "Seconds per window of the per-version summaries (scores, verdicts, faces, latency).")
+    model_stats_ttl: int = setting("AURUM_MODEL_STATS_TTL", 7 * 24 * 3600,
+                                   "Seconds the per-version window summaries (counts only) are kept.")
+    drift_psi: float = setting("AURUM_DRIFT_PSI", 0.25,
+                               "Drift: least population stability index of a measure against its reference.")
+    drift_p: float = setting("AURUM_DRIFT_P", 0.001,
+                             "Drift: largest chi-square p-value (the shift must also not be sampling noise).")
+    drift_min_faces: int = setting("AURUM_DRIFT_MIN_FACES", 200,
+                                   "Drift: fewest faces in both the recent windows and the reference to judge at all.")
+    promote_min_pairs: int = setting("AURUM_PROMOTE_MIN_PAIRS", 200,
+                                     "Gate: fewest shadow pairs before a candidate goes to canary or is promoted.")
+    promote_min_correlation: float = setting("AURUM_PROMOTE_MIN_CORRELATION", 0.8,
+                                             "Gate: least rank correlation of a candidate's shadow scores with the live ones.")
+    promote_max_shift: float = setting("AURUM_PROMOTE_MAX_SHIFT", 5.0,
+                                       "Gate: largest mean score difference, candidate - live, in points.")
     worker_init_timeout: float = setting("AURUM_WORKER_INIT_TIMEOUT", 30.0,
                                          "Seconds a pool child may take to load and warm its models.")
 
@@ -113,9 +133,17 @@ class ServiceSettings(Settings):
             sentinels(self.redis_sentinels)  # malformed: raises here, with the variable's name
         if self.redis_wait_replicas < 0 or self.redis_wait_timeout <= 0:
             raise ValueError("AURUM_REDIS_WAIT_REPLICAS must be >= 0 and AURUM_REDIS_WAIT_TIMEOUT > 0")
+        if self.model_window <= 0 or self.routing_refresh <= 0:
+            raise ValueError("AURUM_MODEL_WINDOW and AURUM_ROUTING_REFRESH must be above 0")
         if self.jwt_jwks and not (self.jwt_issuer and self.jwt_audience):
             raise ValueError("AURUM_JWT_JWKS: set AURUM_JWT_ISSUER and AURUM_JWT_AUDIENCE with it "
                              "(a token for another service must not be accepted here)")
+
+    @property
+    def gates(self) -> dict[str, float]:
+        """What the comparison report must show before a canary or a promotion (service/comparison.py)."""
+        return {"min_pairs": self.promote_min_pairs, "min_rank_correlation": self.promote_min_correlation,
+                "max_mean_difference": self.promote_max_shift}
 
     @cached_property
     def sealer(self) -> Sealer:

@@ -17,7 +17,8 @@ SCORE_BATCH = "aurum.score_batch"        # args: image keys, options, cache keys
 SCORE_FALLBACK = "aurum.score_fallback"  # args: image keys, options, reason, batch
 TASKS = (SCORE_IMAGE, SCORE_BATCH, SCORE_FALLBACK)
 HEADERS = ("aurum_submitted_at", "aurum_request_id",  # custom message headers the API sets
-           "aurum_identity")  # the result identity its cache keys were made with (service/cache.py)
+           "aurum_identity",  # the result identity its cache keys were made with (service/cache.py)
+           "aurum_route")  # the model versions that serve it, and any shadow (service/routing.py)
 
 def time_limits(settings, images: int) -> dict[str, float]:
     """A job's soft and hard time limits: the task limits for one image, plus

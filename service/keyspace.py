@@ -31,6 +31,14 @@ API_KEYS = ROOT + "keys"              # set of every key id
 API_KEYS_ACTIVE = ROOT + "keys:active"  # set of the ids not revoked (counted in O(1))
 LIMITS = ROOT + "limits"              # Flask-Limiter's prefix
 
+# Model lifecycle (service/routing.py, service/comparison.py): no image, job or key is named in
+# these; the statistics are counts and the shadow pairs anonymous scores, expiring.
+ROUTING = ROOT + "models:routing"     # the routing policy (JSON)
+ROUTING_AUDIT = ROOT + "models:audit"  # stream: every policy change, who and what
+PAIRS = ROOT + "models:pairs:"        # list: (live, shadow) score pairs of a version pair
+STATS = ROOT + "models:stats:"        # hash per version and window: score bins, verdicts, faces, latency
+REFERENCE = ROOT + "models:reference:"  # hash per version: the reference window drift is measured against
+
 
 def job(job_id: str) -> str:
     return JOB + job_id
@@ -67,3 +75,15 @@ def api_key(key_id: str) -> str:
 def of_job(job_id: str) -> list[str]:
     """The keys named by a job's id (its images and cache entries are named in its record)."""
     return [job(job_id), done(job_id), requeue(job_id), *(deliveries(name, job_id) for name in TASKS)]
+
+
+def pairs(live: str, candidate: str) -> str:
+    return f"{PAIRS}{live}|{candidate}"
+
+
+def stats(ref: str, window: int) -> str:
+    return f"{STATS}{ref}:{window}"
+
+
+def reference(ref: str) -> str:
+    return REFERENCE + ref

@@ -32,13 +32,24 @@ MODEL_LOAD_FAILURES = Counter("aurum_model_load_failures_total",
                               "Model loads that failed (each job of a child without models tries again)")
 # What the results say, for the quality and score-shift alerts (deploy/alerts.yml): the scores
 # given (withheld ones are not) by scorer version, and each face's quality verdict.
-SCORES = Histogram("aurum_face_score", "Scores given, by scorer version", ["model"],
-                   buckets=tuple(range(5, 100, 5)))
+SCORES = Histogram("aurum_face_score", "Scores given, by scorer version and arm (live, candidate, shadow: "
+                   "computed, never returned)", ["model", "arm"], buckets=tuple(range(5, 100, 5)))
+# Per model version (name@version of the detector and of the scorer: each result counts for both)
+MODEL_LATENCY = Histogram("aurum_model_latency_seconds", "Pipeline time per image, by model version and arm",
+                          ["model", "arm"], buckets=LATENCY)
+MODEL_FACES = Histogram("aurum_model_faces_per_image", "Faces per image, by model version and arm", ["model", "arm"],
+                        buckets=(0, 1, 2, 3, 5, 10, 20))
+MODEL_QUALITY = Counter("aurum_model_quality_total", "Face verdicts (passed, or each failure reason), by model "
+                        "version and arm", ["model", "arm", "verdict"])
+SHADOW_SECONDS = Histogram("aurum_shadow_seconds", "Extra time a shadow candidate took per image", ["role"],
+                           buckets=STAGE + (1, 2))
+SHADOW_FAILURES = Counter("aurum_shadow_failures_total", "Shadow runs that failed (the client's result is unaffected)",
+                          ["role"])
 FACES_JUDGED = Counter("aurum_faces_total", "Faces scored, by quality verdict (passed, failed)", ["quality"])
 QUALITY_REASONS = Counter("aurum_quality_reasons_total", "Quality-failure reasons given", ["reason"])
 
 
-def observe_result(result: dict[str, Any]) -> None:
+def observe_result(result: dict[str, Any], arm: str = "live") -> None:
     """Stage times and face count of one computed result."""
     for stage, ms in result.get("timings_ms", {}).items():
         if stage != "total":
@@ -53,4 +64,21 @@ def observe_result(result: dict[str, Any]) -> None:
             QUALITY_REASONS.labels(reason).inc()
         score = face.get("score") or {}
         if score.get("value") is not None:
-            SCORES.labels(score.get("model", "")).observe(score["value"])
+            SCORES.labels(score.get("model", ""), arm).observe(score["value"])
+
+
+def observe_version(refs: list[str], arm: str, result: dict[str, Any], seconds: float,
+                    scores: list[float | None] | None = None) -> None:
+    """The per-version histograms of one result (``scores``: a shadow's, per face)."""
+    faces = result.get("faces", [])
+    for ref in refs:
+        MODEL_LATENCY.labels(ref, arm).observe(seconds)
+        MODEL_FACES.labels(ref, arm).observe(len(faces))
+        for face in faces:
+            quality = face.get("quality") or {}
+            for verdict in (["passed"] if quality.get("passed") else quality.get("reasons") or ["failed"]):
+                MODEL_QUALITY.labels(ref, arm, verdict).inc()
+    if scores is not None:
+        for value in scores:
+            if value is not None:
+                SCORES.labels(refs[-1], arm).observe(value)

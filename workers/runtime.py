@@ -7,14 +7,14 @@ import logging
 import os
 import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
 
 from aurum.pipeline import Pipeline
 from aurum.store import gpu_for_child
 
-from service import config, connections, heartbeats, tracing
-from service.cache import ResultCache, identity_digest, result_identity
+from service import config, connections, heartbeats, routing, tracing
+from service.cache import ResultCache, identity_digest, result_identity, routed_identity
 from service.config import ServiceSettings
 from service.images import ImageStore
 
@@ -25,6 +25,8 @@ _settings: ServiceSettings | None = None  # the process's, with this child's thr
 _identity: tuple[dict[str, Any], str] | None = None  # this child's result identity and its digest
 _images: ImageStore | None = None
 _cache: ResultCache | None = None
+_router: routing.Router | None = None
+_variants: dict[tuple, Pipeline] = {}  # model versions (role, ref) -> the pipeline serving them
 
 
 def ort_threads(concurrency: int | None, cores: int | None = None) -> int:
@@ -36,7 +38,7 @@ def ort_threads(concurrency: int | None, cores: int | None = None) -> int:
 _beating: dict[str, tuple[threading.Event, threading.Thread]] = {}
 
 
-def start_heartbeat(member: str, info: dict[str, Any]) -> None:
+def start_heartbeat(member: str, info: Callable[[], dict[str, Any]]) -> None:
     """Beat for this child (:mod:`service.heartbeats`) from a daemon thread: a busy child keeps
     beating, a dead one stops.
 
@@ -50,7 +52,7 @@ def start_heartbeat(member: str, info: dict[str, Any]) -> None:
         try:
             while not stop.is_set():
                 try:
-                    heartbeats.beat(client, member, info)
+                    heartbeats.beat(client, member, info())  # read again: a routed version loads later
                 except Exception as exc:  # Redis away: beat again when it is back
                     log.debug("heartbeat not sent: %s", exc)
                 stop.wait(heartbeats.INTERVAL)
@@ -92,18 +94,35 @@ def load(child_index: int = 0, concurrency: int | None = None, hostname: str | N
     try:
         pipeline = Pipeline(child, tracer=tracing.tracer())
         pipeline.load(embedding=True)
+        preload(pipeline)
     except Exception:  # the child lives on, its jobs go to the fallback; an operator is paged
         MODEL_LOAD_FAILURES.inc()
         raise
     _pipeline = pipeline
     _identity = None
+    _variants.clear()
     MODEL_LOAD_SECONDS.observe(time.perf_counter() - start)
     if hostname:
-        start_heartbeat(f"{hostname}:{child_index}", child_record(hostname, child_index, pipeline))
+        start_heartbeat(f"{hostname}:{child_index}", lambda: child_record(hostname, child_index, pipeline))
     log.info("child %d: models loaded in %.0f ms (device %s, gpu %s, %d ORT threads)",
              child_index, (time.perf_counter() - start) * 1000, child.device,
              child.gpus[0] if child.device == "cuda" else "-", child.ort_threads)
     return pipeline
+
+
+def preload(pipeline: Pipeline) -> None:
+    """Load the versions the routing policy names now, so that their first jobs do not pay for
+    it (a version routed to later is loaded by its first job). Redis away: later, then."""
+    try:
+        refs = routing.load(connections.client(settings(), timeout=2)).refs()
+    except Exception as exc:  # Redis away, or a policy written by a newer release
+        log.info("routing policy not read at start: %s", exc)
+        return
+    for ref in sorted(refs):
+        try:
+            pipeline.store.load([ref], warm_up=True)
+        except Exception as exc:  # a version this worker's manifest lacks: its jobs fail over
+            log.warning("routed model %s not loaded: %s", ref, exc)
 
 
 def child_record(hostname: str, child_index: int, pipeline: Pipeline) -> dict[str, Any]:
@@ -135,8 +154,11 @@ def identity() -> dict[str, Any]:
     return _identity_and_digest()[0]
 
 
-def digest() -> str:
-    """The short name of :func:`identity`, what a job's ``aurum_identity`` header is compared with."""
+def digest(route: dict[str, Any] | None = None) -> str:
+    """The short name of :func:`identity` (of a job routed by ``route``): what the job's
+    ``aurum_identity`` header is compared with."""
+    if route and route.get("models"):
+        return identity_digest(routed_identity(identity(), route))
     return _identity_and_digest()[1]
 
 
@@ -149,9 +171,28 @@ def _identity_and_digest() -> tuple[dict[str, Any], str]:
     return _identity
 
 
-def pipeline() -> Pipeline:
-    """The loaded pipeline; loads it on first use where no worker_process_init ran (solo pool)."""
-    return _pipeline or load()
+def pipeline(models: dict[str, str] | None = None) -> Pipeline:
+    """The loaded pipeline; loads it on first use where no worker_process_init ran (solo pool).
+    ``models``: role -> version (a job's route): the pipeline of those versions, on the same
+    sessions (a version not loaded yet is loaded by its first job)."""
+    base = _pipeline or load()
+    if not models:
+        return base
+    chosen = tuple(sorted((role, base.store.ref(ref)) for role, ref in models.items()))
+    if all(base.roles[role] == ref for role, ref in chosen):
+        return base
+    variant = _variants.get(chosen)
+    if variant is None:
+        variant = _variants.setdefault(chosen, base.variant(dict(chosen)))
+    return variant
+
+
+def router() -> routing.Router:
+    """The routing policy as this process reads it (jobs published without a route)."""
+    global _router
+    if _router is None:
+        _router = routing.Router(images().redis, settings().routing_refresh)
+    return _router
 
 
 def images() -> ImageStore:
@@ -175,9 +216,11 @@ def cache() -> ResultCache | None:
 
 def reset() -> None:
     """Forget per-process state (tests, and after a configuration change)."""
-    global _pipeline, _settings, _identity, _images, _cache
+    global _pipeline, _settings, _identity, _images, _cache, _router
     stop_heartbeats()
     config.reset()
     _pipeline = _settings = _identity = None
     _images = None
     _cache = None
+    _router = None
+    _variants.clear()

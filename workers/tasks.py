@@ -23,10 +23,10 @@ from aurum import errors, fallback
 from aurum.schemas import load_options
 from service import config, keyspace, tracing
 from service.contract import HEADERS, SCORE_BATCH, SCORE_FALLBACK, SCORE_IMAGE, JobFailed, time_limits
-from service.cache import cache_key
+from service.cache import cache_key, routed_identity
 from service.images import ImageExpired
 
-from . import chaos, metrics, runtime
+from . import chaos, lifecycle, metrics, runtime
 from .app import app
 
 log = logging.getLogger(__name__)
@@ -274,16 +274,40 @@ def _remember(task: Task, key: str, outcome: dict[str, Any] | errors.AurumError)
     task.request.aurum_cached = (*getattr(task.request, "aurum_cached", ()), key)
 
 
-def _key_for(data: bytes, opts) -> str:
+def _key_for(data: bytes, opts, route: dict[str, Any] | None) -> str:
     """The unscoped key of a job published directly (not through the API)."""
-    return cache_key(hashlib.sha256(data).hexdigest(), runtime.identity(), opts.resolve(runtime.settings()))
+    identity = routed_identity(runtime.identity(), route)
+    return cache_key(hashlib.sha256(data).hexdigest(), identity, opts.resolve(runtime.settings()))
 
 
-def _usable(task: Task, key: str) -> str:
+def _usable(task: Task, key: str, route: dict[str, Any] | None) -> str:
     """The API's cache key, or "" (no caching) when the API made it for another result identity
     than this child's (models or settings differ during a rolling upgrade): its entry would lie."""
     made_for = header(task, "aurum_identity")
-    return "" if key and made_for and made_for != runtime.digest() else key
+    if getattr(task.request, "aurum_unrouted", False):
+        return ""
+    return "" if key and made_for and made_for != runtime.digest(route) else key
+
+
+def _route(task: Task, first: bytes) -> dict[str, Any]:
+    """The job's route (service/routing.py): the API's, or, for a job published directly, this
+    worker's own decision from the policy."""
+    route = header(task, "aurum_route")
+    if route is None:
+        route = runtime.router().decide(task.request.id or "", "", hashlib.sha256(first).hexdigest())
+    return route
+
+
+def _served(task: Task, route: dict[str, Any]):
+    """The pipeline of the route's versions, and the route it really serves: a version this
+    worker's manifest lacks (a deployment behind the policy) is served by the default versions
+    instead, uncached (the API's cache key names the route's versions), and logged."""
+    try:
+        return runtime.pipeline(route.get("models")), route
+    except errors.ModelUnavailable as exc:
+        log.warning("route %s not served here (%s): default versions, not cached", route.get("models"), exc.message)
+        task.request.aurum_unrouted = True
+        return runtime.pipeline(), {"models": {}, "arms": {}}
 
 
 @app.task(name=SCORE_IMAGE, bind=True, base=ScoringTask, throws=(JobFailed,))
@@ -296,10 +320,10 @@ def score_image(self: ScoringTask, image_key: str, options: dict | None = None,
     with job_outcome(self, (image_key,), options, batch=False):
         opts = load_options(options)
         data = runtime.images().get(image_key)
-        pipe = runtime.pipeline()
-        claim = _key_for(data, opts) if cache_key is None else cache_key
+        pipe, route = _served(self, _route(self, data))
+        claim = _key_for(data, opts, route) if cache_key is None else cache_key
         self.request.aurum_claims = (claim,) if claim else ()  # identical submissions follow this job until it ends
-        key = _usable(self, claim)
+        key = _usable(self, claim, route)
         hit = _cached(key)
         if hit is not None:
             if "error" in hit:
@@ -312,8 +336,9 @@ def score_image(self: ScoringTask, image_key: str, options: dict | None = None,
             if not exc.retryable:
                 _remember(self, key, exc)
             raise
-        metrics.observe_result(result)
+        metrics.observe_result(result, route.get("arms", {}).get("scorer", "live"))
         _remember(self, key, result)
+        lifecycle.observe(route, pipe, [(data, result)], opts)
         return result
 
 
@@ -325,16 +350,18 @@ def score_batch(self: ScoringTask, image_keys: list[str], options: dict | None =
     with ``done`` / ``total``. ``cache_keys``: the API's, one per image (see score_image)."""
     with job_outcome(self, tuple(image_keys), options, batch=True):
         opts = load_options(options)
-        pipe = runtime.pipeline()
         items: list[dict[str, Any]] = []
         total = len(image_keys)
+        route = pipe = None
         metrics.BATCH_SIZE.observe(total)
         for start in range(0, total, BATCH_CHUNK):
             datas, missing = _fetch(image_keys[start:start + BATCH_CHUNK])
+            if route is None:  # the API's, or decided from the first image (as the API does)
+                pipe, route = _served(self, _route(self, datas[0]))
             outcomes: list[Any] = [None] * len(datas)
             given = (cache_keys or [None] * total)[start:start + BATCH_CHUNK]
-            keys = [None if i in missing else _key_for(d, opts) if given[i] is None else _usable(self, given[i])
-                    for i, d in enumerate(datas)]
+            keys = [None if i in missing else _key_for(d, opts, route) if given[i] is None
+                    else _usable(self, given[i], route) for i, d in enumerate(datas)]
             run = []
             for i, key in enumerate(keys):
                 if key is not None and (hit := _cached(key)) is not None:
@@ -343,13 +370,16 @@ def score_batch(self: ScoringTask, image_keys: list[str], options: dict | None =
                     run.append(i)
             for i in run:
                 chaos.inject(datas[i])  # tests only (AURUM_CHAOS)
+            computed = []
             for i, outcome in zip(run, pipe.score_many([datas[i] for i in run], opts)):
                 if not isinstance(outcome, errors.AurumError):
                     outcome = {**outcome, "cached": False}
-                    metrics.observe_result(outcome)
+                    metrics.observe_result(outcome, route.get("arms", {}).get("scorer", "live"))
+                    computed.append((datas[i], outcome))
                 if not (isinstance(outcome, errors.AurumError) and outcome.retryable):
                     _remember(self, keys[i], outcome)
                 outcomes[i] = outcome
+            lifecycle.observe(route, pipe, computed, opts)
             items += _batch_items(outcomes, missing)
             self.update_state(state="PROGRESS", meta={"done": len(items), "total": total})
         return {"total": total, "done": total, "items": items}

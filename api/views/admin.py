@@ -4,19 +4,22 @@ nor a result computed from one."""
 
 from __future__ import annotations
 
-from flask import current_app, jsonify, request
+from flask import current_app, g, jsonify, request
 from flask_smorest import Blueprint
 from marshmallow import Schema, ValidationError, fields, validate
 
 from aurum import errors
 from aurum.schemas import ErrorSchema
-from service import keyspace
+from service import keyspace, lifecycle, routing
 from service.keys import ROLES
+
+from ..errors import GateFailed, InvalidRoute
 
 from ..schemas import WorkerModelsSchema
 
 blp = Blueprint("admin", __name__, url_prefix="/api/admin",
-                description="Operations (admin role): keys, cache, dead letters, models, job metadata")
+                description="Operations (admin role): keys, cache, dead letters, models and their routing, "
+                            "job metadata")
 DEAD_LETTERS_LISTED = 100
 
 
@@ -154,3 +157,128 @@ def job_metadata(job_id: str):
 def models():
     """Per worker child: model names, versions, sha256, execution provider and load time."""
     return jsonify(current_app.extensions["aurum.health"].worker_models())
+
+
+# --- model lifecycle (service/lifecycle.py; the same operations as `aurum models ...`) ----------
+class RouteSchema(Schema):
+    candidate = fields.String(load_default=None, metadata={"description": "name@version; none with mode off"})
+    mode = fields.String(load_default="shadow", validate=validate.OneOf(routing.MODES))
+    share = fields.Float(load_default=0.0, validate=validate.Range(0, 1), metadata={"description": "0-1"})
+    sticky = fields.String(load_default="key", validate=validate.OneOf(routing.STICKY))
+    keys = fields.List(fields.String(), load_default=None, metadata={"description": "key ids given the candidate"})
+    force = fields.Boolean(load_default=False, metadata={"description": "past a failing comparison report"})
+
+
+class PromoteSchema(Schema):
+    model = fields.String(required=True, metadata={"description": "name@version"})
+    force = fields.Boolean(load_default=False)
+
+
+class RollbackSchema(Schema):
+    role = fields.String(required=True, validate=validate.OneOf(routing.ROLES))
+
+
+def _body(schema: Schema) -> dict:
+    raw = request.get_json(silent=True)
+    if not isinstance(raw, dict):
+        raise errors.InvalidInput("Send a JSON object.")
+    try:
+        return schema.load(raw)
+    except ValidationError as exc:
+        raise errors.InvalidOption("Invalid fields.", fields=exc.normalized_messages()) from None
+
+
+def _lifecycle(operation, *args, **kwargs):
+    """Run a lifecycle operation; its refusals as typed errors (409), a gate with its report."""
+    try:
+        return operation(*args, **kwargs)
+    except lifecycle.GateFailed as exc:
+        raise GateFailed(str(exc), report=exc.report) from None
+    except routing.RoutingError as exc:
+        raise InvalidRoute(str(exc)) from None
+
+
+def _who() -> str:
+    client = g.get("client")
+    return f"admin:{getattr(client, 'name', None) or getattr(client, 'id', '')[:16]}"
+
+
+def _settings():
+    return _jobs().settings
+
+
+@blp.route("/models/routing", methods=["GET"])
+@blp.alt_response(200, description="The routing policy: per role its live version, candidate and mode")
+def routing_status():
+    """The routing policy (revision, who changed it last) and each role's live version."""
+    return jsonify(lifecycle.status(_jobs().redis, _settings()))
+
+
+@blp.route("/models/routing/<role>", methods=["PUT"])
+@blp.doc(requestBody={"required": True, "content": {"application/json": {"schema": {"type": "object", "properties": {
+    "candidate": {"type": "string"}, "mode": {"type": "string", "enum": list(routing.MODES)},
+    "share": {"type": "number", "minimum": 0, "maximum": 1}, "sticky": {"type": "string", "enum": list(routing.STICKY)},
+    "keys": {"type": "array", "items": {"type": "string"}}, "force": {"type": "boolean"}}}}}})
+@blp.alt_response(200, description="The new policy (in effect within AURUM_ROUTING_REFRESH)")
+@blp.alt_response(409, schema=ErrorSchema, description="INVALID_ROUTE, or GATE_FAILED with the report")
+def set_route(role: str):
+    """Route a share of jobs (canary), of keys or images (ab), chosen keys, or a shadow to a candidate."""
+    body = _body(RouteSchema())
+    policy = _lifecycle(lifecycle.route, _jobs().redis, _settings(), _who(), role, body["candidate"], body["mode"],
+                        body["share"], body["sticky"], body["keys"], body["force"])
+    return jsonify(policy.to_dict())
+
+
+@blp.route("/models/promote", methods=["POST"])
+@blp.doc(requestBody={"required": True, "content": {"application/json": {"schema": {"type": "object", "required": ['model'], "properties": {"model": {"type": "string"}, "force": {"type": "boolean"}}}}}})
+@blp.alt_response(200, description="The new policy")
+@blp.alt_response(409, schema=ErrorSchema)
+def promote():
+    """Make a version live for every job of its role (gated by the comparison report)."""
+    body = _body(PromoteSchema())
+    return jsonify(_lifecycle(lifecycle.promote, _jobs().redis, _settings(), _who(), body["model"],
+                              body["force"]).to_dict())
+
+
+@blp.route("/models/rollback", methods=["POST"])
+@blp.doc(requestBody={"required": True, "content": {"application/json": {"schema": {"type": "object", "required": ['role'], "properties": {"role": {"type": "string", "enum": list(routing.ROLES)}}}}}})
+@blp.alt_response(200, description="The new policy")
+@blp.alt_response(409, schema=ErrorSchema)
+def rollback():
+    """Make the version live before the last promotion live again."""
+    body = _body(RollbackSchema())
+    return jsonify(_lifecycle(lifecycle.rollback, _jobs().redis, _who(), body["role"]).to_dict())
+
+
+@blp.route("/models/compare/<role>", methods=["GET"])
+@blp.alt_response(200, description="Shadow pairs: mean and max difference, rank correlation, times, gates")
+@blp.alt_response(409, schema=ErrorSchema)
+def compare(role: str):
+    """The comparison report of a role's candidate (or ?candidate=name@version) against the live version."""
+    return jsonify(_lifecycle(lifecycle.compare, _jobs().redis, lifecycle.manifest(_settings()), _settings(), role,
+                              request.args.get("candidate")))
+
+
+@blp.route("/models/drift", methods=["GET"])
+@blp.alt_response(200, description="Per tracked version: PSI and p-value per measure against its reference")
+def drift():
+    """Drift of every live version and candidate (or ?model=name@version) against its reference."""
+    jobs, settings = _jobs(), _settings()
+    if request.args.get("model"):
+        store = lifecycle.manifest(settings)
+        if request.args["model"] not in store.all_refs() and request.args["model"] not in store.specs:
+            raise InvalidRoute(f"{request.args['model']} is not in the manifest.")
+        refs = [store.ref(request.args["model"])]
+    else:
+        refs = lifecycle.tracked(jobs.redis, settings)
+    return jsonify([lifecycle.drift(jobs.redis, settings, ref) for ref in refs])
+
+
+@blp.route("/models/audit", methods=["GET"])
+@blp.alt_response(200, description="The newest routing changes: who, what, when, before and after")
+def audit():
+    """Every change of the routing policy, newest first."""
+    count = request.args.get("count", "50")
+    if not count.isdigit() or not 0 < int(count) <= 1000:
+        raise errors.InvalidOption("count: a whole number from 1 to 1000.")
+    return jsonify(routing.audit(_jobs().redis, int(count)))

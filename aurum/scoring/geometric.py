@@ -38,7 +38,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from .features import FEATURES
-from .manifest_entry import write_model
+from .manifest_entry import creation_record, write_model
 
 NAME = "geometric_scorer"
 VERSION = "2.0.0"
@@ -97,7 +97,8 @@ def main(argv: list[str]) -> int:
         "card": "cards/geometric_scorer.md",
         "source": {"package": "aurum", "version": VERSION, "path": "aurum/scoring/geometric.py"},
         "trained_on_ratings": False,
-    })
+        "created": creation_record("aurum.scoring.geometric", {"fitted_on": "the development set's feature ranges"}),
+    }, default=True)
     return 0
 
 

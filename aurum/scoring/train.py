@@ -3,7 +3,8 @@
 The head is a ridge regression (standardised inputs, alpha by internal cross-validation) on the
 face features, optionally with the SFace embedding. It is evaluated by k-fold cross-validation
 (Pearson r, MAE, RMSE), refitted on all rows, converted with skl2onnx and recorded in the
-manifest, where ``AURUM_SCORER=<name>`` selects it. Ratings are mapped linearly onto 0-100
+manifest: a new name becomes its default version (``AURUM_SCORER=<name>`` selects it), a further
+version of an existing name is registered beside it as a candidate (``aurum models route``). Ratings are mapped linearly onto 0-100
 using their observed range.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +29,7 @@ from .. import errors
 from ..config import Settings
 from ..schemas import ScoreOptions
 from .features import FEATURES
-from .manifest_entry import write_model
+from .manifest_entry import creation_record, write_model
 
 MIN_ROWS = 10
 
@@ -104,7 +106,10 @@ def train_from_csv(ratings: str | Path, settings: Settings, name: str = "trained
                           final_types=[("score", FloatTensorType([None, 1]))], target_opset=13)
     out = Path(out_dir or settings.models_dir)
     version = dt.datetime.now(dt.timezone.utc).strftime("1.0.0+%Y%m%d%H%M%S")
-    card = out / "cards" / f"{name}.md"
+    manifest = out / "manifest.json"
+    known = manifest.exists() and name in json.loads(manifest.read_text()).get("models", {})
+    card_name = f"cards/{name}-{version}.md" if known else f"cards/{name}.md"  # a candidate has its own
+    card = out / card_name
     card.parent.mkdir(parents=True, exist_ok=True)
     card.write_text(
         f"# {name}\n\nA ridge-regression scorer trained by `aurum train-scorer` on {len(y)} rated photos "
@@ -118,12 +123,15 @@ def train_from_csv(ratings: str | Path, settings: Settings, name: str = "trained
         "inputs": [{"name": "features", "shape": ["N", n_in], "dtype": "float32"}],
         "outputs": [{"name": "score", "shape": ["N", 1], "dtype": "float32"}],
         "preprocessing": {"features": "aurum.scoring.features" + (" + sface embedding" if with_embedding else "")},
-        "licence": "same as the ratings data", "card": f"cards/{name}.md",
+        "licence": "same as the ratings data", "card": card_name,
         "source": {"package": "aurum train-scorer", "ratings_sha256": hashlib.sha256(Path(ratings).read_bytes()).hexdigest()},
         "trained_on_ratings": True,
+        "created": creation_record("aurum train-scorer", {
+            "ratings": str(ratings), "ratings_sha256": hashlib.sha256(Path(ratings).read_bytes()).hexdigest(),
+            "rows": int(len(y)), "with_embedding": with_embedding}),
         "training": {"rows": int(len(y)), "skipped": len(skipped), "folds": folds,
                      "rating_range": [lo, hi], **{k: round(v, 4) for k, v in metrics.items()}},
     }
     path = write_model(out, name, onx, entry)
-    return {"name": name, "file": str(path), "rows": int(len(y)), "skipped": skipped,
+    return {"name": name, "version": version, "ref": f"{name}@{version}", "file": str(path), "rows": int(len(y)), "skipped": skipped,
             "rating_range": [lo, hi], **metrics}

@@ -60,7 +60,7 @@ def test_no_session_before_it_is_needed(settings: Settings) -> None:
     store = ModelStore(settings.models_dir)
     assert store.loaded() == {}
     store.session("blazeface_short")
-    assert set(store.loaded()) == {"blazeface_short"}
+    assert set(store.loaded()) == {"blazeface_short@mediapipe-0.6.0.1"}
 
 
 def test_gpu_assignment_is_round_robin() -> None:
