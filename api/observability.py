@@ -150,7 +150,7 @@ def register(app: Flask, client, settings=None) -> None:
             client_name = getattr(g.get("client"), "name", None)
             log.info("request", extra={"method": request.method, "route": route, "status": response.status_code,
                                        "duration_ms": round(elapsed * 1000, 2), "client": client_name,
-                                       "job": g.get("job_id")})
+                                       "job": g.get("job_id"), "model_route": g.get("route")})
         return response
 
     @app.route("/metrics")

@@ -57,7 +57,8 @@ class Settings:
                                        "YuNet's first detection size: the full AURUM_DETECTOR_SIZE run follows only "
                                        "where a face could be missed or placed coarsely (none found, several, or one under "
                                        "8 % of the photo's long side), and where an embedding is made; 0: the full size only.")
-    scorer: str = setting("AURUM_SCORER", "geometric_scorer", "Manifest name of the scoring model.")
+    scorer: str = setting("AURUM_SCORER", "geometric_scorer",
+                          "Scoring model: a manifest name (its default version) or name@version.")
     # --- input limits -----------------------------------------------------------------------
     max_image_bytes: int = setting("AURUM_MAX_IMAGE_BYTES", 10 * 1024 * 1024, "Largest accepted upload, bytes.")
     max_image_pixels: int = setting("AURUM_MAX_IMAGE_PIXELS", 40_000_000,

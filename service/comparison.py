@@ -1,9 +1,10 @@
 """What each model version does with the traffic, kept in Redis: windowed summaries per version,
 shadow pairs, the comparison report that gates a promotion, and drift against a reference.
 
-**Windows.** Every computed result adds to its scorer version's summary for the current window
-(AURUM_MODEL_WINDOW seconds): scores in 10-point bins, quality verdicts (passed, or each reason
-given), faces per image (0, 1, 2, 3+) and latency bins. Counts only: nothing names an image, a
+**Windows.** Every computed result adds to its versions' summaries for the current window
+(AURUM_MODEL_WINDOW seconds): scores in 10-point bins, quality verdicts (one per face: passed, or
+the first check it failed; and every reason given, for the report), faces per image (0, 1, 2, 3+)
+and latency bins. Counts only: nothing names an image, a
 job or a key. They expire after AURUM_MODEL_STATS_TTL.
 
 **Shadow pairs.** With a scorer candidate in shadow mode, each face's (live, candidate) scores are
@@ -13,7 +14,8 @@ appended to the pair's capped list, anonymous and expiring with AURUM_RESULT_TTL
 reference (set by ``aurum models reference``, or at promotion from the windows the candidate
 filled in shadow and canary), per measure: the population stability index
 ``PSI = sum (p_i - q_i) ln(p_i / q_i)`` (half a count added to every bin) and a chi-square test of
-homogeneity on the same counts. A measure drifts when PSI >= AURUM_DRIFT_PSI (0.25: the usual
+homogeneity on the same counts (corrected for the faces of one photo not being independent:
+divided by the faces per image). A measure drifts when PSI >= AURUM_DRIFT_PSI (0.25: the usual
 "significant shift") **and** the test's p-value < AURUM_DRIFT_P (0.001): PSI says the shift is
 large, the test that it is not sampling noise of a small window (PSI of two samples of one
 distribution is about (bins - 1)(1/n + 1/m): 0.3 for 30 faces). Nothing is judged below
@@ -53,8 +55,11 @@ def summarise(result: dict[str, Any], ms: float, scores: list[float | None] | No
             key = f"s:{min(int(value // (100 / SCORE_BINS)), SCORE_BINS - 1)}"
             counts[key] = counts.get(key, 0) + 1
         quality = face.get("quality") or {}
-        for reason in (["passed"] if quality.get("passed") else quality.get("reasons") or ["failed"]):
-            counts[f"q:{reason}"] = counts.get(f"q:{reason}", 0) + 1
+        reasons = [] if quality.get("passed") else quality.get("reasons") or ["failed"]
+        verdict = f"q:{reasons[0] if reasons else 'passed'}"  # one per face (the first check failed)
+        counts[verdict] = counts.get(verdict, 0) + 1
+        for reason in reasons:  # every reason, for the report
+            counts[f"r:{reason}"] = counts.get(f"r:{reason}", 0) + 1
     return counts
 
 
@@ -137,9 +142,13 @@ def psi(expected: dict[str, int], actual: dict[str, int]) -> float:
     return total
 
 
-def chi_square_p(expected: dict[str, int], actual: dict[str, int]) -> float:
+def chi_square_p(expected: dict[str, int], actual: dict[str, int], design_effect: float = 1.0) -> float:
     """p-value of a chi-square test that two count vectors come from one distribution. Bins
-    with fewer than 5 counts in both are pooled; the chi-square tail is Wilson-Hilferty's."""
+    with fewer than 5 counts in both are pooled; the chi-square tail is Wilson-Hilferty's.
+
+    ``design_effect``: the statistic is divided by it (Rao and Scott's first-order correction):
+    the faces of one photo are not independent draws (a group photo brings six small faces at
+    once), so counting faces as if they were overstates the evidence; faces per image bounds it."""
     bins = sorted(set(expected) | set(actual))
     rows: list[tuple[int, int]] = []
     pooled = [0, 0]
@@ -162,6 +171,7 @@ def chi_square_p(expected: dict[str, int], actual: dict[str, int]) -> float:
         for observed, total in ((e, n_e), (a, n_a)):
             fitted = col * total / n
             stat += (observed - fitted) ** 2 / fitted
+    stat /= max(1.0, design_effect)
     k = len(rows) - 1
     z = ((stat / k) ** (1 / 3) - (1 - 2 / (9 * k))) / math.sqrt(2 / (9 * k))
     return 0.5 * math.erfc(z / math.sqrt(2))
@@ -186,9 +196,11 @@ def drift(ref_counts: dict[str, int], current: dict[str, int], psi_threshold: fl
     out: dict[str, Any] = {"faces": current.get("faces", 0), "reference_faces": ref_counts.get("faces", 0),
                            "judged": min(current.get("faces", 0), ref_counts.get("faces", 0)) >= min_faces,
                            "measures": {}}
+    images = ref_counts.get("images", 0) + current.get("images", 0)
+    per_image = (ref_counts.get("faces", 0) + current.get("faces", 0)) / images if images else 1.0
     for measure in MEASURES:
         e, a = distribution(ref_counts, measure), distribution(current, measure)
-        row = {"psi": round(psi(e, a), 4), "p": chi_square_p(e, a)}
+        row = {"psi": round(psi(e, a), 4), "p": chi_square_p(e, a, 1.0 if measure == "faces" else per_image)}
         if measure == "score":
             row["ks"] = round(ks(e, a), 4)
         row["drifted"] = out["judged"] and row["psi"] >= psi_threshold and row["p"] < p_threshold

@@ -180,7 +180,8 @@ def job_outcome(task: ScoringTask, keys: tuple[str, ...], options: dict | None, 
         if outcome != "retried":
             metrics.COMPUTE_SECONDS.labels(task.name).observe(elapsed)
         log.info("job", extra={"task": task.name, "outcome": outcome, "compute_ms": round(elapsed * 1000, 2),
-                               "images": len(keys), "attempt": task.request.retries + 1})
+                               "images": len(keys), "attempt": task.request.retries + 1,
+                               "models": getattr(task.request, "aurum_models", None)})
 
 
 def header(task: Task, name: str) -> Any:
@@ -303,11 +304,14 @@ def _served(task: Task, route: dict[str, Any]):
     worker's manifest lacks (a deployment behind the policy) is served by the default versions
     instead, uncached (the API's cache key names the route's versions), and logged."""
     try:
-        return runtime.pipeline(route.get("models")), route
+        pipe = runtime.pipeline(route.get("models"))
     except errors.ModelUnavailable as exc:
         log.warning("route %s not served here (%s): default versions, not cached", route.get("models"), exc.message)
         task.request.aurum_unrouted = True
-        return runtime.pipeline(), {"models": {}, "arms": {}}
+        pipe, route = runtime.pipeline(), {"models": {}, "arms": {}}
+    # the job's log line names the versions that served it (and any shadow)
+    task.request.aurum_models = {**pipe.roles, **{f"shadow_{r}": v for r, v in route.get("shadow", {}).items()}}
+    return pipe, route
 
 
 @app.task(name=SCORE_IMAGE, bind=True, base=ScoringTask, throws=(JobFailed,))

@@ -57,6 +57,7 @@ def _wait_seconds(raw: dict[str, Any]) -> float:
 
 def _accepted(job_id: str, record: dict[str, Any], wait: float):
     g.job_id = job_id
+    g.route = record.get("route")  # the access log names the versions routed to (the result names them all)
     if wait > 0:
         doc = _jobs().wait(job_id, client_id(), wait, record)
         if doc["status"] == "succeeded":

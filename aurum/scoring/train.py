@@ -107,7 +107,14 @@ def train_from_csv(ratings: str | Path, settings: Settings, name: str = "trained
     out = Path(out_dir or settings.models_dir)
     version = dt.datetime.now(dt.timezone.utc).strftime("1.0.0+%Y%m%d%H%M%S")
     manifest = out / "manifest.json"
-    known = manifest.exists() and name in json.loads(manifest.read_text()).get("models", {})
+    doc = json.loads(manifest.read_text()) if manifest.exists() else {}
+    known = name in doc.get("models", {})
+    taken = {doc["models"][name]["version"]} if known else set()
+    taken |= set(doc.get("registry", {}).get(name, {}))
+    base, n = version, 1
+    while version in taken:  # two trainings within a second
+        n += 1
+        version = f"{base}.{n}"
     card_name = f"cards/{name}-{version}.md" if known else f"cards/{name}.md"  # a candidate has its own
     card = out / card_name
     card.parent.mkdir(parents=True, exist_ok=True)

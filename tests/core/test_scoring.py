@@ -111,6 +111,7 @@ def test_train_scorer_recovers_a_known_rating_function(tmp_path, settings: Setti
 
     manifest = json.loads((models / "manifest.json").read_text())
     assert manifest["models"]["synthetic"]["trained_on_ratings"] is True
+    assert manifest["models"]["synthetic"]["created"]["data"]["rows"] == report["rows"]
     assert (models / "cards/synthetic.md").is_file()
     trained = Pipeline(Settings.from_env(models_dir=str(models), scorer="synthetic", ort_threads=1))
     lo, hi = min(r for _, r in expected), max(r for _, r in expected)
@@ -118,3 +119,13 @@ def test_train_scorer_recovers_a_known_rating_function(tmp_path, settings: Setti
         got = trained.score(path.read_bytes(), ScoreOptions(always_score=True))["faces"][0]["score"]
         assert got["model"].startswith("synthetic@")
         assert got["value"] == pytest.approx((rating - lo) / (hi - lo) * 100, abs=8)
+
+    # trained again under the same name: a candidate beside the default, which stays as it was
+    again = train_from_csv(ratings, run_settings, name="synthetic", folds=5)
+    manifest = json.loads((models / "manifest.json").read_text())
+    assert manifest["models"]["synthetic"]["version"] == report["version"] != again["version"]
+    entry = manifest["registry"]["synthetic"][again["version"]]
+    assert entry["file"] == f"synthetic-{again['version']}.onnx" and (models / entry["card"]).is_file()
+    assert entry["card"] != manifest["models"]["synthetic"]["card"]
+    candidate = Pipeline(Settings.from_env(models_dir=str(models), scorer=again["ref"], ort_threads=1))
+    assert candidate.score(expected[0][0].read_bytes(), ScoreOptions(always_score=True))["faces"][0]["score"]["model"] == again["ref"]
