@@ -42,6 +42,8 @@ class ModelInfoSchema(Schema):
     sha256 = fields.String()
     provider = fields.String(allow_none=True)
     load_ms = fields.Float(allow_none=True)
+    default = fields.Boolean(metadata={"description": "The manifest's default version of this name"})
+    created = fields.Dict(allow_none=True, metadata={"description": "What made it: tool, code, data, time"})
 
 
 class WorkerModelsSchema(Schema):
