@@ -83,8 +83,7 @@ class ModelDrift:
         from service import lifecycle
 
         try:
-            reports = [lifecycle.drift(self.redis, self.settings, ref)
-                       for ref in lifecycle.tracked(self.redis, self.settings)]
+            reports = lifecycle.drifts(self.redis, self.settings)
         except Exception:  # Redis down, or no manifest here: absent
             return
         psi = GaugeMetricFamily("aurum_model_drift_psi", "Population stability index against the reference",

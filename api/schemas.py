@@ -54,6 +54,8 @@ class WorkerModelsSchema(Schema):
     loaded_at = fields.Float()
     models = fields.List(fields.Nested(ModelInfoSchema))
     queues = fields.List(fields.String(), metadata={"description": "the queues this child's worker consumes"})
+    catalogue = fields.Dict(metadata={"description": "what it can serve: defaults (role -> name@version), names "
+                                                     "(name -> its default version), versions (name@version -> task)"})
 
 
 __all__ = ["JobAcceptedSchema", "JobStatusSchema", "BatchResultSchema", "WorkerModelsSchema",

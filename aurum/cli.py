@@ -170,12 +170,12 @@ def cmd_lifecycle(args: argparse.Namespace) -> int:
         elif args.action == "rollback":
             out = lifecycle.rollback(client, who, args.target).to_dict()
         elif args.action == "compare":
-            out = lifecycle.compare(client, lifecycle.manifest(settings), settings, args.target, args.candidate)
+            out = lifecycle.compare(client, lifecycle.Catalogue.of(client, settings), settings, args.target,
+                                    args.candidate)
         elif args.action == "drift":
-            refs = [lifecycle.manifest(settings).ref(args.target)] if args.target else lifecycle.tracked(client, settings)
-            out = [lifecycle.drift(client, settings, ref, args.last) for ref in refs]
+            out = lifecycle.drifts(client, settings, args.target, args.last)
         elif args.action == "reference":
-            out = lifecycle.set_reference(client, settings, args.target, args.last or 3600.0)
+            out = lifecycle.set_reference(client, settings, args.target, args.last)
         else:
             out = routing.audit(client, args.count)
     except lifecycle.GateFailed as exc:

@@ -161,6 +161,13 @@ class ModelStore:
                 self.warm_up(name)
         return self.loaded()
 
+    def unload(self, refs: list[str]) -> None:
+        """Forget these versions' sessions (a routed version no longer routed to): they are freed
+        once no run holds them."""
+        with self._lock:
+            for key in [k for k, m in self._loaded.items() if f"{m.name}@{m.version}" in refs]:
+                del self._loaded[key]
+
     def loaded(self) -> dict[str, LoadedModel]:
         """Canonical ``name@version`` -> the loaded model."""
         return {k: m for k, m in self._loaded.items() if "@" in k}

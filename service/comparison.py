@@ -7,8 +7,9 @@ the first check it failed; and every reason given, for the report), faces per im
 and latency bins. Counts only: nothing names an image, a
 job or a key. They expire after AURUM_MODEL_STATS_TTL.
 
-**Shadow pairs.** With a scorer candidate in shadow mode, each face's (live, candidate) scores are
-appended to the pair's capped list, anonymous and expiring with AURUM_RESULT_TTL.
+**Shadow pairs.** With a candidate in shadow mode, each face's (live, candidate) scores are
+appended to the version pair's list of the current window, anonymous; a window's list expires
+AURUM_RESULT_TTL after the window ends.
 
 **Drift.** The live version's recent windows (the current and the previous one) against its
 reference (set by ``aurum models reference``, or at promotion from the windows the candidate
@@ -73,12 +74,15 @@ def record(pipe: redis.client.Pipeline, ref: str, counts: dict[str, int], window
 
 
 def record_pairs(pipe: redis.client.Pipeline, live: str, candidate: str, pairs: Iterable[tuple[float, float]],
-                 ms: tuple[float, float], ttl: int) -> None:
-    """Shadow pairs (live score, candidate score) with the two versions' milliseconds."""
+                 ms: tuple[float, float], window: int, ttl: int, now: float | None = None) -> None:
+    """Shadow pairs (live score, candidate score) with the two versions' milliseconds, in the
+    current window's list: a pair is gone ``ttl`` seconds after its window ended, whatever
+    came after it."""
     entries = [json.dumps([round(a, 2), round(b, 2), round(ms[0], 2), round(ms[1], 2)]) for a, b in pairs]
     if entries:
-        key = keyspace.pairs(live, candidate)
-        pipe.lpush(key, *entries).ltrim(key, 0, PAIRS_KEPT - 1).expire(key, ttl)
+        start = window_of(now or time.time(), window)
+        key = keyspace.pairs(live, candidate, start)
+        pipe.lpush(key, *entries).ltrim(key, 0, PAIRS_KEPT - 1).expireat(key, int(start + window + ttl))
 
 
 def _latency_bin(ms: float) -> int:
@@ -118,8 +122,16 @@ def reference(client: redis.Redis, ref: str) -> dict[str, int]:
     return _sum([client.hgetall(keyspace.reference(ref))])
 
 
-def pairs(client: redis.Redis, live: str, candidate: str) -> list[list[float]]:
-    return [json.loads(raw) for raw in client.lrange(keyspace.pairs(live, candidate), 0, -1)]
+def pairs(client: redis.Redis, live: str, candidate: str, window: int, ttl: int,
+          now: float | None = None) -> list[list[float]]:
+    """The shadow pairs still kept (the windows of the last ``ttl`` seconds), newest first, at
+    most PAIRS_KEPT."""
+    now = now or time.time()
+    with client.pipeline(transaction=False) as pipe:
+        for start in range(window_of(now, window), window_of(now - ttl - window, window) - 1, -window):
+            pipe.lrange(keyspace.pairs(live, candidate, start), 0, -1)
+        rows = [json.loads(raw) for chunk in pipe.execute() for raw in chunk]
+    return rows[:PAIRS_KEPT]
 
 
 # --- statistics ------------------------------------------------------------------------------------
@@ -232,6 +244,11 @@ def spearman(a: list[float], b: list[float]) -> float:
     return cov / var if var else float("nan")
 
 
+def _finite(value: float) -> float | None:
+    """Rounded, or None where it is undefined (fewer than 3 pairs, or every score alike): JSON has no NaN."""
+    return round(value, 4) if math.isfinite(value) else None
+
+
 def compare(pair_rows: list[list[float]], gates: dict[str, float]) -> dict[str, Any]:
     """The report on a candidate's shadow pairs, and whether it passes the gates: enough pairs,
     rank correlation with the live version, mean shift, and its extra time per image."""
@@ -245,13 +262,14 @@ def compare(pair_rows: list[list[float]], gates: dict[str, float]) -> dict[str, 
             "mean_difference": round(sum(diffs) / n, 3),
             "mean_abs_difference": round(sum(abs(d) for d in diffs) / n, 3),
             "max_abs_difference": round(max(abs(d) for d in diffs), 3),
-            "rank_correlation": round(spearman(live, cand), 4),
+            "rank_correlation": _finite(spearman(live, cand)),
             "live_ms": round(sorted(r[2] for r in pair_rows)[n // 2], 2),
             "shadow_ms": round(sorted(r[3] for r in pair_rows)[n // 2], 2),
         })
     checks = {
         "pairs": n >= gates["min_pairs"],
-        "rank_correlation": n > 2 and report["rank_correlation"] >= gates["min_rank_correlation"],
+        "rank_correlation": report.get("rank_correlation") is not None
+                            and report["rank_correlation"] >= gates["min_rank_correlation"],
         "mean_difference": n > 0 and abs(report["mean_difference"]) <= gates["max_mean_difference"],
     }
     report["gates"] = {**gates, "checks": checks}

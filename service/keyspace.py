@@ -35,7 +35,7 @@ LIMITS = ROOT + "limits"              # Flask-Limiter's prefix
 # these; the statistics are counts and the shadow pairs anonymous scores, expiring.
 ROUTING = ROOT + "models:routing"     # the routing policy (JSON)
 ROUTING_AUDIT = ROOT + "models:audit"  # stream: every policy change, who and what
-PAIRS = ROOT + "models:pairs:"        # list: (live, shadow) score pairs of a version pair
+PAIRS = ROOT + "models:pairs:"        # list per version pair and window: (live, shadow) score pairs
 STATS = ROOT + "models:stats:"        # hash per version and window: score bins, verdicts, faces, latency
 REFERENCE = ROOT + "models:reference:"  # hash per version: the reference window drift is measured against
 
@@ -77,8 +77,8 @@ def of_job(job_id: str) -> list[str]:
     return [job(job_id), done(job_id), requeue(job_id), *(deliveries(name, job_id) for name in TASKS)]
 
 
-def pairs(live: str, candidate: str) -> str:
-    return f"{PAIRS}{live}|{candidate}"
+def pairs(live: str, candidate: str, window: int) -> str:
+    return f"{PAIRS}{live}|{candidate}:{window}"
 
 
 def stats(ref: str, window: int) -> str:

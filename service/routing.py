@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -31,7 +32,8 @@ import redis
 
 from . import keyspace
 
-ROLES = ("detector", "scorer")
+from aurum.pipeline import ROLES  # the pipeline's models a route chooses versions of
+
 MODES = ("off", "canary", "ab", "shadow")
 STICKY = ("key", "image")
 REFRESH = 1.0      # seconds a reader keeps the policy it read
@@ -45,19 +47,14 @@ class RoutingError(ValueError):
     """A policy change that cannot be made (unknown version, nothing to roll back...)."""
 
 
-def canonical(store: Any, role: str, ref: str) -> str:
-    """``ref`` as ``name@version`` once checked against the manifest (``store``: an
-    aurum.store.ModelStore; only its manifest is read) for a version that can take ``role``."""
-    from aurum import errors
-
+def canonical(catalogue: Any, role: str, ref: str) -> str:
+    """``ref`` as ``name@version`` once checked against what the workers can serve
+    (``catalogue``: service.lifecycle.Catalogue) for a version that can take ``role``."""
     if role not in ROLES:
         raise RoutingError(f"role: one of {', '.join(ROLES)}, not {role!r}")
-    try:
-        key = store.ref(ref)
-    except errors.ModelUnavailable:
-        raise RoutingError(f"{ref} is not in the manifest (aurum models list)") from None
-    if store.spec(key).get("task") != TASKS[role]:
-        raise RoutingError(f"{key} is a {store.spec(key).get('task')} model, not a {role}")
+    key = catalogue.ref(ref)
+    if catalogue.task(key) != TASKS[role]:
+        raise RoutingError(f"{key} is a {catalogue.task(key)} model, not a {role}")
     return key
 
 
@@ -72,6 +69,9 @@ class Rule:
     keys: list[str] = field(default_factory=list)  # API key ids always given the candidate
     previous: list[str | None] = field(default_factory=list)  # lives before this one, newest last
 
+    def clear_candidate(self) -> None:
+        self.candidate, self.mode, self.share, self.keys = None, "off", 0.0, []
+
     def check(self) -> None:
         if self.mode not in MODES:
             raise RoutingError(f"mode: one of {', '.join(MODES)}, not {self.mode!r}")
@@ -83,6 +83,8 @@ class Rule:
             raise RoutingError(f"mode {self.mode} needs a candidate")
         if self.candidate and self.candidate == self.live:
             raise RoutingError(f"{self.candidate} is already live")
+        if any(not re.fullmatch(r"[0-9a-f]{16}", k) for k in self.keys):
+            raise RoutingError("keys: API key ids, 16 hex digits each (aurum keys list)")
 
 
 @dataclass
@@ -103,9 +105,11 @@ class Policy:
 
     @classmethod
     def from_dict(cls, doc: dict[str, Any]) -> "Policy":
+        known = {f.name for f in dataclasses.fields(Rule)}  # a field a newer release added: ignored
         return cls(revision=doc.get("revision", 0), updated_at=doc.get("updated_at", 0.0),
                    updated_by=doc.get("updated_by", ""),
-                   rules={role: Rule(**rule) for role, rule in doc.get("rules", {}).items()})
+                   rules={role: Rule(**{k: v for k, v in rule.items() if k in known})
+                          for role, rule in doc.get("rules", {}).items() if role in ROLES})
 
     def refs(self) -> set[str]:
         """Every version the policy names: what workers load ahead of their first job."""
@@ -197,10 +201,10 @@ def route(client: redis.Redis, who: str, role: str, candidate: str | None, mode:
     def edit(policy: Policy) -> None:
         rule = policy.rule(role)
         if mode == "off" and not keys:
-            rule.candidate, rule.mode, rule.share, rule.keys = None, "off", 0.0, []
+            rule.clear_candidate()
             return
         rule.candidate, rule.mode, rule.share, rule.sticky = candidate, mode, share, sticky
-        rule.keys = [k[:16] for k in keys or []]
+        rule.keys = [k.strip().lower()[:16] for k in keys or []]
     return change(client, who, f"route {role} {mode} {candidate or ''}".strip(), edit)
 
 
@@ -214,7 +218,7 @@ def promote(client: redis.Redis, who: str, role: str, version: str) -> Policy:
         rule.previous = (rule.previous + [rule.live])[-10:]
         rule.live = version
         if rule.candidate == version:
-            rule.candidate, rule.mode, rule.share, rule.keys = None, "off", 0.0, []
+            rule.clear_candidate()
     return change(client, who, f"promote {role} {version}", edit)
 
 
@@ -225,7 +229,7 @@ def rollback(client: redis.Redis, who: str, role: str) -> Policy:
         if not rule.previous:
             raise RoutingError(f"nothing to roll back: {role} has not been promoted")
         rule.live = rule.previous.pop()
-        rule.candidate, rule.mode, rule.share, rule.keys = None, "off", 0.0, []
+        rule.clear_candidate()
     return change(client, who, f"rollback {role}", edit)
 
 
@@ -244,8 +248,8 @@ class Router:
                 if time.monotonic() - self._read_at >= self.refresh:
                     try:
                         self._policy = load(self.client)
-                    except (redis.RedisError, ValueError):
-                        pass
+                    except (redis.RedisError, ValueError, TypeError, KeyError, AttributeError):
+                        pass  # Redis away, or a policy this release cannot read: the last one read
                     self._read_at = time.monotonic()
         return self._policy
 

@@ -43,8 +43,8 @@ MODEL_QUALITY = Counter("aurum_model_quality_total", "Face verdicts (passed, or 
                         "version and arm", ["model", "arm", "verdict"])
 SHADOW_SECONDS = Histogram("aurum_shadow_seconds", "Extra time a shadow candidate took per image", ["role"],
                            buckets=STAGE + (1, 2))
-SHADOW_FAILURES = Counter("aurum_shadow_failures_total", "Shadow runs that failed (the client's result is unaffected)",
-                          ["role"])
+SHADOW_FAILURES = Counter("aurum_shadow_failures_total", "Shadow runs that failed, or were skipped for lack of "
+                          "time in their job (the client's result is unaffected)", ["role"])
 FACES_JUDGED = Counter("aurum_faces_total", "Faces scored, by quality verdict (passed, failed)", ["quality"])
 QUALITY_REASONS = Counter("aurum_quality_reasons_total", "Quality-failure reasons given", ["reason"])
 

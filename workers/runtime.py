@@ -113,11 +113,14 @@ def load(child_index: int = 0, concurrency: int | None = None, hostname: str | N
 def preload(pipeline: Pipeline) -> None:
     """Load the versions the routing policy names now, so that their first jobs do not pay for
     it (a version routed to later is loaded by its first job). Redis away: later, then."""
+    client = connections.client(settings(), timeout=2)
     try:
-        refs = routing.load(connections.client(settings(), timeout=2)).refs()
+        refs = routing.load(client).refs()
     except Exception as exc:  # Redis away, or a policy written by a newer release
         log.info("routing policy not read at start: %s", exc)
         return
+    finally:
+        client.close()
     for ref in sorted(refs):
         try:
             pipeline.store.load([ref], warm_up=True)
@@ -140,7 +143,11 @@ def child_record(hostname: str, child_index: int, pipeline: Pipeline) -> dict[st
             "models": [m for m in pipeline.store.describe() if m["provider"] is not None],
             "queues": sorted(app.amqp.queues.consume_from or app.amqp.queues),
             "keys": keys,
-            "result": identity()}
+            "result": identity(),
+            # what it can serve (the API has no models folder: it checks routes against this)
+            "catalogue": {"defaults": pipeline.roles,
+                          "names": {n: f"{n}@{spec['version']}" for n, spec in pipeline.store.specs.items()},
+                          "versions": {ref: pipeline.store.spec(ref).get("task") for ref in pipeline.store.all_refs()}}}
 
 
 def settings() -> ServiceSettings:
@@ -183,8 +190,24 @@ def pipeline(models: dict[str, str] | None = None) -> Pipeline:
         return base
     variant = _variants.get(chosen)
     if variant is None:
+        _prune(base)
         variant = _variants.setdefault(chosen, base.variant(dict(chosen)))
     return variant
+
+
+def _prune(base: Pipeline) -> None:
+    """Drop the pipelines and sessions of versions the routing policy no longer names (a
+    candidate stopped, a version promoted away), before another is made."""
+    try:
+        named = router().policy().refs()
+    except Exception:  # noqa: BLE001 - keep everything rather than guess
+        return
+    keep = named | set(base.roles.values())
+    for key in [k for k in _variants if any(ref not in keep for _, ref in k)]:
+        del _variants[key]
+    used = set(base.model_names()) | {ref for k in _variants for _, ref in k}
+    base.store.unload([ref for ref in base.store.loaded() if ref not in used and ref.partition("@")[0]
+                       in {r.partition("@")[0] for r in keep}])
 
 
 def router() -> routing.Router:

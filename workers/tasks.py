@@ -120,6 +120,7 @@ def job_outcome(task: ScoringTask, keys: tuple[str, ...], options: dict | None, 
     Images are kept across retries and hand-overs and released once a final outcome is stored
     (:meth:`ScoringTask.after_return`); every outcome is counted (``aurum_jobs_total``) and timed (queue and compute seconds)."""
     started = time.time()
+    task.request.aurum_started = started  # a shadow's time budget counts from here (workers/lifecycle.py)
     submitted = header(task, "aurum_submitted_at")
     if submitted and not task.request.retries:
         metrics.QUEUE_SECONDS.labels(task.name).observe(max(0.0, started - float(submitted)))
@@ -300,18 +301,30 @@ def _route(task: Task, first: bytes) -> dict[str, Any]:
 
 
 def _served(task: Task, route: dict[str, Any]):
-    """The pipeline of the route's versions, and the route it really serves: a version this
-    worker's manifest lacks (a deployment behind the policy) is served by the default versions
-    instead, uncached (the API's cache key names the route's versions), and logged."""
-    try:
-        pipe = runtime.pipeline(route.get("models"))
-    except errors.ModelUnavailable as exc:
-        log.warning("route %s not served here (%s): default versions, not cached", route.get("models"), exc.message)
-        task.request.aurum_unrouted = True
-        pipe, route = runtime.pipeline(), {"models": {}, "arms": {}}
+    """The pipeline of the route's versions (their sessions loaded), and the route it really
+    serves: a version this worker cannot serve (not in its manifest, or its file fails to load)
+    is served by the default versions instead, uncached (the API's cache key names the route's
+    versions), and logged; never the degraded fallback for a route's sake."""
+    base = runtime.pipeline()
+    pipe = base
+    if route.get("models"):
+        try:
+            pipe = runtime.pipeline(route["models"])
+            pipe.store.load(pipe.model_names(embedding=False), warm_up=False)  # loaded already: no-op
+        except errors.ModelUnavailable as exc:
+            log.warning("route %s not served here (%s): default versions, not cached", route["models"], exc.message)
+            task.request.aurum_unrouted = True
+            pipe, route = base, {"models": {}, "arms": {}}
     # the job's log line names the versions that served it (and any shadow)
     task.request.aurum_models = {**pipe.roles, **{f"shadow_{r}": v for r, v in route.get("shadow", {}).items()}}
     return pipe, route
+
+
+def _shadow_budget(task: Task) -> float:
+    """Seconds from the job's start within which a shadow may run the pipeline again: half its
+    soft time limit."""
+    soft = (task.request.timelimit or (None, None))[1] or task.soft_time_limit or app.conf.task_soft_time_limit
+    return (soft or 60) / 2
 
 
 @app.task(name=SCORE_IMAGE, bind=True, base=ScoringTask, throws=(JobFailed,))
@@ -342,7 +355,7 @@ def score_image(self: ScoringTask, image_key: str, options: dict | None = None,
             raise
         metrics.observe_result(result, route.get("arms", {}).get("scorer", "live"))
         _remember(self, key, result)
-        lifecycle.observe(route, pipe, [(data, result)], opts)
+        lifecycle.observe(self, route, pipe, [(data, result)], opts, _shadow_budget(self))
         return result
 
 
@@ -359,6 +372,8 @@ def score_batch(self: ScoringTask, image_keys: list[str], options: dict | None =
         route = pipe = None
         metrics.BATCH_SIZE.observe(total)
         for start in range(0, total, BATCH_CHUNK):
+            if getattr(self.request, "aurum_shadow_stopped", False):
+                raise SoftTimeLimitExceeded()  # it struck during a shadow: the batch ends TIMEOUT, as it would have
             datas, missing = _fetch(image_keys[start:start + BATCH_CHUNK])
             if route is None:  # the API's, or decided from the first image (as the API does)
                 pipe, route = _served(self, _route(self, datas[0]))
@@ -383,7 +398,7 @@ def score_batch(self: ScoringTask, image_keys: list[str], options: dict | None =
                 if not (isinstance(outcome, errors.AurumError) and outcome.retryable):
                     _remember(self, keys[i], outcome)
                 outcomes[i] = outcome
-            lifecycle.observe(route, pipe, computed, opts)
+            lifecycle.observe(self, route, pipe, computed, opts, _shadow_budget(self))
             items += _batch_items(outcomes, missing)
             self.update_state(state="PROGRESS", meta={"done": len(items), "total": total})
         return {"total": total, "done": total, "items": items}

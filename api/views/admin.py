@@ -4,6 +4,8 @@ nor a result computed from one."""
 
 from __future__ import annotations
 
+import re
+
 from flask import current_app, g, jsonify, request
 from flask_smorest import Blueprint
 from marshmallow import Schema, ValidationError, fields, validate
@@ -255,23 +257,16 @@ def rollback():
 @blp.alt_response(409, schema=ErrorSchema)
 def compare(role: str):
     """The comparison report of a role's candidate (or ?candidate=name@version) against the live version."""
-    return jsonify(_lifecycle(lifecycle.compare, _jobs().redis, lifecycle.manifest(_settings()), _settings(), role,
-                              request.args.get("candidate")))
+    jobs = _jobs()
+    catalogue = _lifecycle(lifecycle.Catalogue.of, jobs.redis, _settings())
+    return jsonify(_lifecycle(lifecycle.compare, jobs.redis, catalogue, _settings(), role, request.args.get("candidate")))
 
 
 @blp.route("/models/drift", methods=["GET"])
 @blp.alt_response(200, description="Per tracked version: PSI and p-value per measure against its reference")
 def drift():
     """Drift of every live version and candidate (or ?model=name@version) against its reference."""
-    jobs, settings = _jobs(), _settings()
-    if request.args.get("model"):
-        store = lifecycle.manifest(settings)
-        if request.args["model"] not in store.all_refs() and request.args["model"] not in store.specs:
-            raise InvalidRoute(f"{request.args['model']} is not in the manifest.")
-        refs = [store.ref(request.args["model"])]
-    else:
-        refs = lifecycle.tracked(jobs.redis, settings)
-    return jsonify([lifecycle.drift(jobs.redis, settings, ref) for ref in refs])
+    return jsonify(_lifecycle(lifecycle.drifts, _jobs().redis, _settings(), request.args.get("model") or None))
 
 
 @blp.route("/models/audit", methods=["GET"])
@@ -279,6 +274,6 @@ def drift():
 def audit():
     """Every change of the routing policy, newest first."""
     count = request.args.get("count", "50")
-    if not count.isdigit() or not 0 < int(count) <= 1000:
+    if not re.fullmatch(r"[0-9]{1,4}", count) or not 0 < int(count) <= 1000:
         raise errors.InvalidOption("count: a whole number from 1 to 1000.")
     return jsonify(routing.audit(_jobs().redis, int(count)))

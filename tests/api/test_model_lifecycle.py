@@ -29,9 +29,22 @@ LIVE = "geometric_scorer@2.0.0"
 WINDOW = 5  # seconds per statistics window, so that the drift phases fall in windows of their own
 
 
+BROKEN = "geometric_scorer@2.0.2-broken"  # in the manifest, but its file does not match its sha256
+
+
+def register_broken(folder) -> None:
+    manifest = json.loads((folder / "manifest.json").read_text())
+    entry = dict(next(iter(manifest["registry"]["geometric_scorer"].values())))
+    (folder / "broken.onnx").write_bytes(b"not a model")
+    entry.update(version=BROKEN.split("@")[1], file="broken.onnx")
+    manifest["registry"]["geometric_scorer"][entry["version"]] = entry
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
+
+
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     folder, candidate = with_candidate(tmp_path_factory.mktemp("models"))
+    register_broken(folder)
     with Stack(tmp_path_factory.mktemp("lifecycle"), extra_env={
             "AURUM_MODELS_DIR": str(folder), "AURUM_ROUTING_REFRESH": "1", "AURUM_PROMOTE_MIN_PAIRS": "20",
             "AURUM_MODEL_WINDOW": str(WINDOW), "AURUM_DRIFT_MIN_FACES": "20"}) as s:
@@ -172,6 +185,63 @@ def test_gated_promotion_and_rollback_audited(stack) -> None:
     assert trail[1]["before"]["scorer"]["live"] is None and trail[1]["after"]["scorer"]["live"] == stack.candidate
     record("lifecycle-promote-rollback", {"promote_s": round(took, 2), "rollback_s": round(back, 2)})
     assert took < 5 and back < 5
+
+
+def test_a_version_that_fails_to_load_is_served_by_the_default(stack) -> None:
+    probe, probe_id = session(stack, "broken-probe")
+    cli(stack, "models", "route", "scorer", BROKEN, "--mode", "shadow", "--keys", probe_id, "--force")
+    time.sleep(1.5)
+    for seed in range(4000, 4003):
+        result = score(stack, probe, unique_photo(seed))
+        assert scorer_of(result) == LIVE and not result["degraded"], result  # not the fallback
+        assert not result["cached"]
+    cli(stack, "models", "route", "scorer", "--off")
+
+
+def test_bad_lifecycle_requests_get_clear_errors(stack) -> None:
+    admin, _ = session(stack, "lifecycle-admin-3", "admin")
+    api = stack.base + "/api/admin/models"
+    for url in (f"{api}/compare/redis_url", f"{api}/compare/nope", f"{api}/drift?model=nope@1"):
+        answer = admin.get(url, timeout=10)
+        assert answer.status_code == 409 and answer.json()["error"]["code"] == "INVALID_ROUTE", (url, answer.text)
+    for count in ("0", "x", "\u00b2", "1e3", "5000"):
+        answer = admin.get(f"{api}/audit", params={"count": count}, timeout=10)
+        assert answer.status_code == 400 and answer.json()["error"]["code"] == "INVALID_OPTION", (count, answer.text)
+    cases = [("put", "/routing/scorer", {"candidate": stack.candidate, "mode": "sideways"}),
+             ("put", "/routing/scorer", {"candidate": stack.candidate, "mode": "ab", "share": 2}),
+             ("put", "/routing/scorer", {"candidate": stack.candidate, "keys": ["not-a-key-id"], "force": True}),
+             ("put", "/routing/colour", {"candidate": stack.candidate}),
+             ("post", "/promote", {"model": "nope@1"}),
+             ("post", "/promote", {"model": "sface"}),
+             ("post", "/promote", {}),
+             ("post", "/rollback", {"role": "detector"})]
+    for method, path, body in cases:
+        answer = getattr(admin, method)(api + path, json=body, timeout=10)
+        assert answer.status_code in (400, 409), (path, body, answer.status_code, answer.text)
+        assert answer.json()["error"]["code"] in ("INVALID_OPTION", "INVALID_ROUTE"), answer.text
+    assert admin.put(f"{api}/routing/scorer", data="[", headers={"Content-Type": "application/json"},
+                     timeout=10).status_code == 400
+
+
+def test_an_api_without_a_models_folder_checks_routes_against_the_workers(stack, tmp_path) -> None:
+    from api import create_app
+    from service.config import ServiceSettings
+
+    app = create_app(ServiceSettings.from_env(redis_url=stack.env["AURUM_REDIS_URL"],
+                                              encryption_keys=stack.env["AURUM_ENCRYPTION_KEYS"],
+                                              models_dir=str(tmp_path / "none")))
+    token = cli(stack, "keys", "create", "--name", "no-models-admin", "--role", "admin").stdout.strip()
+    client = app.test_client()
+    headers = {"X-API-Key": token}
+    status = client.get("/api/admin/models/routing", headers=headers)
+    assert status.status_code == 200 and status.get_json()["roles"]["scorer"]["default"] == LIVE
+    routed = client.put("/api/admin/models/routing/scorer", json={"candidate": stack.candidate, "mode": "shadow"},
+                        headers=headers)
+    assert routed.status_code == 200 and routed.get_json()["rules"]["scorer"]["candidate"] == stack.candidate
+    assert client.get("/api/admin/models/drift", headers=headers).status_code == 200
+    metrics = client.get("/metrics").get_data(as_text=True)
+    assert f'aurum_model_window_faces{{model="{LIVE}"}}' in metrics
+    assert client.put("/api/admin/models/routing/scorer", json={"mode": "off"}, headers=headers).status_code == 200
 
 
 def test_a_detector_is_routed_like_a_scorer(stack) -> None:

@@ -108,9 +108,9 @@ def test_gates_promotion_and_rollback(r, settings, candidate) -> None:
     rng = random.Random(1)
     with r.pipeline() as pipe:
         rows = [(s, s * 0.9 + 6 + rng.gauss(0, 1)) for s in (rng.uniform(30, 80) for _ in range(60))]
-        comparison.record_pairs(pipe, LIVE, cand, rows, (40.0, 40.5), 60)
+        comparison.record_pairs(pipe, LIVE, cand, rows, (40.0, 40.5), settings.model_window, settings.result_ttl)
         pipe.execute()
-    report = lifecycle.compare(r, lifecycle.manifest(settings), settings, "scorer")
+    report = lifecycle.compare(r, lifecycle.Catalogue.of(r, settings), settings, "scorer")
     assert report["pairs"] == 60 and report["passed"] and report["rank_correlation"] > 0.95
     assert report["live"] == LIVE and report["candidate"] == cand
     lifecycle.route(r, settings, "t", "scorer", cand, "canary", 0.05)
