@@ -106,6 +106,7 @@ def train_from_csv(ratings: str | Path, settings: Settings, name: str = "trained
                           final_types=[("score", FloatTensorType([None, 1]))], target_opset=13)
     out = Path(out_dir or settings.models_dir)
     version = dt.datetime.now(dt.timezone.utc).strftime("1.0.0+%Y%m%d%H%M%S")
+    ratings_sha256 = hashlib.sha256(Path(ratings).read_bytes()).hexdigest()
     manifest = out / "manifest.json"
     doc = json.loads(manifest.read_text()) if manifest.exists() else {}
     known = name in doc.get("models", {})
@@ -131,10 +132,10 @@ def train_from_csv(ratings: str | Path, settings: Settings, name: str = "trained
         "outputs": [{"name": "score", "shape": ["N", 1], "dtype": "float32"}],
         "preprocessing": {"features": "aurum.scoring.features" + (" + sface embedding" if with_embedding else "")},
         "licence": "same as the ratings data", "card": card_name,
-        "source": {"package": "aurum train-scorer", "ratings_sha256": hashlib.sha256(Path(ratings).read_bytes()).hexdigest()},
+        "source": {"package": "aurum train-scorer", "ratings_sha256": ratings_sha256},
         "trained_on_ratings": True,
         "created": creation_record("aurum train-scorer", {
-            "ratings": str(ratings), "ratings_sha256": hashlib.sha256(Path(ratings).read_bytes()).hexdigest(),
+            "ratings": str(ratings), "ratings_sha256": ratings_sha256,
             "rows": int(len(y)), "with_embedding": with_embedding}),
         "training": {"rows": int(len(y)), "skipped": len(skipped), "folds": folds,
                      "rating_range": [lo, hi], **{k: round(v, 4) for k, v in metrics.items()}},
