@@ -32,6 +32,9 @@ result_accept_content = ["aurum-sealed"]
 task_acks_late = True
 task_reject_on_worker_lost = True
 worker_prefetch_multiplier = _s.prefetch
+# with `--autoscale MAX,MIN` (or CELERY_WORKER_AUTOSCALE): sized from the service's arrivals,
+# backlog and measured service rate, not from this worker's reserved messages (workers/autoscale.py)
+worker_autoscaler = "workers.autoscale:Forecasting"
 
 # Privacy: results are biometric derivatives and expire.
 result_expires = _s.result_ttl

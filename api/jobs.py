@@ -131,6 +131,9 @@ class Jobs:
                 for data in images:
                     record["images"].append(self.images.put(data, pipe))
                 self.records.save(job_id, record, pipe)
+                if "follows" not in record:  # work arriving, for the autoscaler (workers/autoscale.py)
+                    second = keyspace.arrivals(int(time.time()))
+                    pipe.incrby(second, len(images)).expire(second, 120)
                 pipe.execute()
             if "follows" not in record:
                 self._publish(job_id, record)

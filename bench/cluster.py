@@ -26,7 +26,7 @@ from .hosts import Topology
 
 ROOT = Path(__file__).resolve().parent.parent
 HAPROXY_CONFIG = ROOT / "deploy" / "haproxy" / "haproxy.cfg"
-REDIS_PORT, API_PORT = 6379, 8000
+REDIS_PORT, SENTINEL_PORT, API_PORT = 6379, 26379, 8000
 
 
 def _free_port() -> int:
@@ -37,18 +37,25 @@ def _free_port() -> int:
 
 class Cluster:
     def __init__(self, workdir: Path, apis: int = 2, workers: int = 2, env: dict[str, str] | None = None,
-                 worker_cores: bool = True, prefix: str | None = None) -> None:
+                 worker_cores: bool = True, prefix: str | None = None, sentinel: bool = False) -> None:
         """``worker_cores``: each worker host is pinned to a core of its own (w1 to core 0, w2 to
-        core 1...), one pool child with one ONNX Runtime thread: a host of one core."""
+        core 1...), one pool child with one ONNX Runtime thread: a host of one core.
+        ``sentinel``: three Redis hosts (redis1 the primary, two replicas), a Sentinel on each;
+        every process finds the primary through them (AURUM_REDIS_SENTINELS) and the API waits
+        for a replica before it answers 202 (AURUM_REDIS_WAIT_REPLICAS=1)."""
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.api_hosts = [f"api{i + 1}" for i in range(apis)]
         self.worker_hosts = [f"w{i + 1}" for i in range(workers)]
-        self.topology = Topology(["redis", *self.api_hosts, *self.worker_hosts],
+        self.redis_hosts = ["redis1", "redis2", "redis3"] if sentinel else ["redis"]
+        self.topology = Topology([*self.redis_hosts, *self.api_hosts, *self.worker_hosts],
                                  **({"prefix": prefix} if prefix else {})).up()
         addr = self.topology.addresses
         bin_dir = Path(sys.executable).parent
-        self.env = {**os.environ, "AURUM_REDIS_URL": f"redis://{addr['redis']}:{REDIS_PORT}/0",
+        redis_env = ({"AURUM_REDIS_SENTINELS": ",".join(f"{addr[h]}:{SENTINEL_PORT}" for h in self.redis_hosts),
+                      "AURUM_REDIS_MASTER": "aurum", "AURUM_REDIS_WAIT_REPLICAS": "1"} if sentinel
+                     else {"AURUM_REDIS_URL": f"redis://{addr['redis']}:{REDIS_PORT}/0"})
+        self.env = {**os.environ, **redis_env,
                     "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}", "AURUM_RATE_LIMIT": "1000000/minute;100000/second",
                     "AURUM_BATCH_IMAGE_LIMIT": "1000000/minute", "AURUM_WORKER_CONCURRENCY": "1", "AURUM_ORT_THREADS": "1",
                     "AURUM_BIND": "0.0.0.0", "PORT": str(API_PORT), "WEB_CONCURRENCY": "2", **(env or {})}
@@ -57,13 +64,15 @@ class Cluster:
                 [sys.executable, "-m", "aurum", "keygen"], capture_output=True, text=True, check=True,
                 timeout=60).stdout.strip()
         self.env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-        self.env.pop("AURUM_REDIS_SENTINELS", None)
+        if not sentinel:
+            self.env.pop("AURUM_REDIS_SENTINELS", None)
         self.worker_cores = worker_cores
         self.procs: dict[str, subprocess.Popen] = {}
         self.logs: list = []
         self.haproxy: subprocess.Popen | None = None
         try:
-            self._start_redis()
+            for host in self.redis_hosts:
+                self.start_redis(host)
             token = subprocess.run([sys.executable, "-m", "aurum", "keys", "create", "--name", "cluster"], env=self.env,
                                    capture_output=True, text=True, timeout=60, check=True).stdout.strip()
             self.http = requests.Session()
@@ -83,15 +92,50 @@ class Cluster:
         self.logs.append(log)
         return log
 
-    def _start_redis(self) -> None:
+    def start_redis(self, host: str) -> None:
+        """The host's redis-server (and its Sentinel): the first Redis host starts as the primary,
+        the others as its replicas; a host started again after a failover is made a replica of
+        the new primary by the Sentinels."""
         binary = shutil.which("redis-server") or "/usr/bin/redis-server"
-        data = self.workdir / "redis"
+        data = self.workdir / host
         data.mkdir(exist_ok=True)
-        self.procs["redis"] = self.topology.popen("redis", [
-            binary, "--port", str(REDIS_PORT), "--bind", self.topology.addresses["redis"], "--dir", str(data),
-            "--save", "", "--appendonly", "yes", "--appendfsync", "everysec", "--protected-mode", "no"],
-            stdout=self._log("redis"), stderr=subprocess.STDOUT)
-        self._wait_tcp(self.topology.addresses["redis"], REDIS_PORT, "redis")
+        addr = self.topology.addresses
+        args = [binary, "--port", str(REDIS_PORT), "--bind", addr[host], "--dir", str(data), "--save", "",
+                "--appendonly", "yes", "--appendfsync", "everysec", "--protected-mode", "no",
+                "--repl-diskless-sync", "yes", "--repl-diskless-sync-delay", "0"]
+        if host != self.redis_hosts[0] and not (data / "started").exists():
+            args += ["--replicaof", addr[self.redis_hosts[0]], str(REDIS_PORT)]
+        (data / "started").touch()
+        self.procs[host] = self.topology.popen(host, args, stdout=self._log(host), stderr=subprocess.STDOUT)
+        self._wait_tcp(addr[host], REDIS_PORT, f"redis on {host}")
+        if len(self.redis_hosts) > 1:
+            conf = data / "sentinel.conf"
+            if not conf.exists():
+                conf.write_text(
+                    f"port {SENTINEL_PORT}\nbind {addr[host]}\ndir {data}\nprotected-mode no\n"
+                    f"sentinel monitor aurum {addr[self.redis_hosts[0]]} {REDIS_PORT} 2\n"
+                    "sentinel down-after-milliseconds aurum 1000\nsentinel failover-timeout aurum 3000\n"
+                    "sentinel parallel-syncs aurum 1\n")
+            sentinel = shutil.which("redis-sentinel") or binary
+            self.procs[f"{host}-sentinel"] = self.topology.popen(
+                host, [sentinel, str(conf), *([] if sentinel.endswith("sentinel") else ["--sentinel"])],
+                stdout=self._log(f"{host}-sentinel"), stderr=subprocess.STDOUT)
+            self._wait_tcp(addr[host], SENTINEL_PORT, f"sentinel on {host}")
+
+    def primary(self) -> str | None:
+        """The Redis host the Sentinels name as the primary now."""
+        import redis
+
+        by_address = {a: h for h, a in self.topology.addresses.items()}
+        for host in self.redis_hosts:
+            try:
+                client = redis.Redis(host=self.topology.addresses[host], port=SENTINEL_PORT, socket_timeout=2)
+                address, _ = client.sentinel_get_master_addr_by_name("aurum")
+                client.close()
+                return by_address.get(address)
+            except (redis.RedisError, TypeError):
+                continue
+        return None
 
     def start_api(self, host: str) -> None:
         self.procs[host] = self.topology.popen(host, procfile(self.env)["web"], cwd=ROOT, env=self.env,
@@ -143,9 +187,11 @@ class Cluster:
         return f"http://{self.topology.addresses[host]}:{API_PORT}"
 
     def redis(self):
-        import redis
+        """A client of the primary (through the Sentinels when there are some)."""
+        from service import connections
+        from service.config import ServiceSettings
 
-        return redis.Redis(host=self.topology.addresses["redis"], port=REDIS_PORT, socket_timeout=5)
+        return connections.client(ServiceSettings.from_env(self.env), timeout=5)
 
     def beating(self) -> set[str]:
         """The worker hosts with a child beating, models loaded (service/heartbeats.py)."""

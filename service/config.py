@@ -98,6 +98,16 @@ class ServiceSettings(Settings):
                                        "First port of the workers' Prometheus exporters (child i serves port + i; "
                                        "0: none). The Procfile sets 9808.")
     metrics_bind: str = setting("AURUM_METRICS_BIND", "127.0.0.1", "Address the workers' exporters listen on.")
+    # --- autoscaling (workers/autoscale.py; on with celery's --autoscale MAX,MIN) --------------
+    autoscale_interval: float = setting("AURUM_AUTOSCALE_INTERVAL", 1.0, "Seconds between the autoscaler's decisions.")
+    autoscale_hold: float = setting("AURUM_AUTOSCALE_HOLD", 30.0,
+                                    "Seconds the autoscaler must want fewer processes before it stops one.")
+    autoscale_utilisation: float = setting("AURUM_AUTOSCALE_UTILISATION", 0.7,
+                                           "Share of its capacity a worker child is planned to be busy.")
+    autoscale_drain: float = setting("AURUM_AUTOSCALE_DRAIN", 10.0,
+                                     "Seconds within which the autoscaler plans to clear the queued backlog.")
+    autoscale_horizon: float = setting("AURUM_AUTOSCALE_HORIZON", 5.0,
+                                       "Seconds ahead the arrival rate is forecast (a new child's start-up).")
     # --- model lifecycle (service/routing.py, service/comparison.py) -------------------------
     routing_refresh: float = setting("AURUM_ROUTING_REFRESH", 1.0,
                                      "Seconds the API and the workers keep the routing policy they read: a route "
@@ -133,6 +143,9 @@ class ServiceSettings(Settings):
             sentinels(self.redis_sentinels)  # malformed: raises here, with the variable's name
         if self.redis_wait_replicas < 0 or self.redis_wait_timeout <= 0:
             raise ValueError("AURUM_REDIS_WAIT_REPLICAS must be >= 0 and AURUM_REDIS_WAIT_TIMEOUT > 0")
+        if not 0 < self.autoscale_utilisation <= 1 or self.autoscale_interval <= 0 or self.autoscale_drain <= 0:
+            raise ValueError("AURUM_AUTOSCALE_UTILISATION: above 0 and at most 1; AURUM_AUTOSCALE_INTERVAL and "
+                             "AURUM_AUTOSCALE_DRAIN: above 0")
         if self.model_window <= 0 or self.routing_refresh <= 0:
             raise ValueError("AURUM_MODEL_WINDOW and AURUM_ROUTING_REFRESH must be above 0")
         if self.jwt_jwks and not (self.jwt_issuer and self.jwt_audience):

@@ -30,6 +30,7 @@ API_KEY = ROOT + "key:"               # sha256 of a token -> the key's record
 API_KEYS = ROOT + "keys"              # set of every key id
 API_KEYS_ACTIVE = ROOT + "keys:active"  # set of the ids not revoked (counted in O(1))
 LIMITS = ROOT + "limits"              # Flask-Limiter's prefix
+ARRIVALS = ROOT + "arrivals:"         # per second: images accepted to be computed (the autoscaler's forecast)
 
 # Model lifecycle (service/routing.py, service/comparison.py): no image, job or key is named in
 # these; the statistics are counts and the shadow pairs anonymous scores, expiring.
@@ -87,3 +88,7 @@ def stats(ref: str, window: int) -> str:
 
 def reference(ref: str) -> str:
     return REFERENCE + ref
+
+
+def arrivals(second: int) -> str:
+    return f"{ARRIVALS}{second}"

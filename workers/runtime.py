@@ -27,6 +27,7 @@ _images: ImageStore | None = None
 _cache: ResultCache | None = None
 _router: routing.Router | None = None
 _variants: dict[tuple, Pipeline] = {}  # model versions (role, ref) -> the pipeline serving them
+_work = {"done": 0, "busy_s": 0.0}  # images computed and seconds spent: the autoscaler's service rate
 
 
 def ort_threads(concurrency: int | None, cores: int | None = None) -> int:
@@ -128,6 +129,12 @@ def preload(pipeline: Pipeline) -> None:
             log.warning("routed model %s not loaded: %s", ref, exc)
 
 
+def account(images: int, seconds: float) -> None:
+    """Images this child computed in ``seconds`` (told with each beat: workers/autoscale.py)."""
+    _work["done"] += images
+    _work["busy_s"] += seconds
+
+
 def child_record(hostname: str, child_index: int, pipeline: Pipeline) -> dict[str, Any]:
     """What this child tells the API with each beat: what it loaded (model status), the queues
     its worker consumes and its encryption keys' fingerprints (readiness), and its result
@@ -144,6 +151,7 @@ def child_record(hostname: str, child_index: int, pipeline: Pipeline) -> dict[st
             "queues": sorted(app.amqp.queues.consume_from or app.amqp.queues),
             "keys": keys,
             "result": identity(),
+            "done": _work["done"], "busy_s": round(_work["busy_s"], 3),
             # what it can serve (the API has no models folder: it checks routes against this)
             "catalogue": {"defaults": pipeline.roles,
                           "names": {n: f"{n}@{spec['version']}" for n, spec in pipeline.store.specs.items()},

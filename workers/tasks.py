@@ -180,6 +180,8 @@ def job_outcome(task: ScoringTask, keys: tuple[str, ...], options: dict | None, 
         metrics.JOBS.labels(task.name, outcome).inc()
         if outcome != "retried":
             metrics.COMPUTE_SECONDS.labels(task.name).observe(elapsed)
+        if outcome == "succeeded":
+            runtime.account(len(keys), elapsed)
         log.info("job", extra={"task": task.name, "outcome": outcome, "compute_ms": round(elapsed * 1000, 2),
                                "images": len(keys), "attempt": task.request.retries + 1,
                                "models": getattr(task.request, "aurum_models", None)})
