@@ -80,8 +80,8 @@ def run_burst(cluster: Cluster, jobs: int, batch: bool, seed: int, clients: int 
         response = cluster.http.post(cluster.base + url, files=files, params={"wait": 30}, timeout=120)
         doc = response.json()
         while doc.get("status") not in ("succeeded", "failed"):
-            doc = cluster.http.get(cluster.base + f"/api/ml/jobs/{doc['job_id']}", params={"wait": 30},
-                                   timeout=120).json()
+            time.sleep(0.2)
+            doc = cluster.http.get(cluster.base + f"/api/ml/jobs/{doc['job_id']}", timeout=120).json()
         assert doc["status"] == "succeeded", doc
 
     start = time.monotonic()
@@ -129,7 +129,12 @@ def start_rabbitmq(workdir: Path) -> tuple[subprocess.Popen, int]:
     (base / "plugins").write_text("[].\n")
     # guest may connect from any address here (the hosts are not loopback); nobody else can reach the bridge
     (base / "rabbitmq.conf").write_text("loopback_users = none\n")
-    proc = subprocess.Popen([binary], env=env, stdout=open(base / "out.log", "a"), stderr=subprocess.STDOUT)
+    for path in [workdir, base, *base.rglob("*")]:  # Debian's wrapper runs the node as the rabbitmq user
+        try:
+            shutil.chown(path, "rabbitmq", "rabbitmq")
+        except (LookupError, PermissionError):
+            pass
+    proc = subprocess.Popen([binary], env=env, cwd=base, stdout=open(base / "out.log", "a"), stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 60
     import socket
     while time.monotonic() < deadline:

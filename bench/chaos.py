@@ -68,7 +68,7 @@ class RecordingSession(requests.Session):
 
 def p99_recovery(answers: list[tuple], fault_at: float, end: float, window: float = 5.0) -> float | None:
     """Seconds after ``fault_at`` from which every 5 s window's p99 latency of POST answers is
-    under P99_TARGET (None: never within the run)."""
+    under P99_TARGET until ``end`` (the next fault, or the end of the run; None: never)."""
     starts = [fault_at + k * window for k in range(int((end - fault_at) // window))]
     ok = []
     for s in starts:
@@ -78,6 +78,12 @@ def p99_recovery(answers: list[tuple], fault_at: float, end: float, window: floa
         if all(ok[i:]):
             return i * window
     return None
+
+
+def _next(faults: dict[str, float], what: str, end: float) -> float:
+    """When the fault after ``what`` began (its own recovery is judged until then)."""
+    later = [t for name, t in faults.items() if name.startswith(("kill", "cut")) and t > faults[what]]
+    return min(later, default=end)
 
 
 def run(cluster: Cluster, seconds: float, rate: float, reference: float, log=print) -> dict[str, Any]:
@@ -121,6 +127,8 @@ def run(cluster: Cluster, seconds: float, rate: float, reference: float, log=pri
         log(f"{faults[what] - t0:6.1f} s  {what}")
         if what.startswith("kill the Redis"):
             killed_primary = cluster.primary()
+            if killed_primary is None:
+                raise RuntimeError("the Sentinels name no primary")
             cluster.topology.kill(killed_primary)
         elif what.startswith("bring the Redis"):
             cluster.start_redis(killed_primary)
@@ -173,9 +181,12 @@ def run(cluster: Cluster, seconds: float, rate: float, reference: float, log=pri
         "accepted": len(accepted), "lost": len(lost), "wrong_results": len(wrong), "outcomes": outcomes,
         "sdk_submissions_failed": len(failed_submissions), "sdk_failures": sorted(set(failed_submissions))[:5],
         "p99_post_s": round(statistics.quantiles([a[1] for a in posts], n=100)[-1], 3) if len(posts) > 2 else None,
+        "p99_post_s_by_5s": [round(statistics.quantiles(w, n=100)[-1], 3) if len(w) > 2 else None
+                             for w in ([a[1] for a in posts if t0 + k <= a[0] < t0 + k + 5]
+                                       for k in range(0, int(end - t0), 5))],
         "faults": {what: {"at_s": round(t - t0, 1),
-                          "p99_under_200ms_after_s": p99_recovery(answers, t, end)} for what, t in faults.items()
-                   if what.startswith(("kill", "cut"))},
+                          "p99_under_200ms_after_s": p99_recovery(answers, t, _next(faults, what, end))}
+                   for what, t in faults.items() if what.startswith(("kill", "cut"))},
         "new_primary": cluster.primary(), "killed_primary": killed_primary,
     }
 

@@ -132,7 +132,7 @@ class Cluster:
                 client = redis.Redis(host=self.topology.addresses[host], port=SENTINEL_PORT, socket_timeout=2)
                 address, _ = client.sentinel_get_master_addr_by_name("aurum")
                 client.close()
-                return by_address.get(address)
+                return by_address.get(address.decode() if isinstance(address, bytes) else address)
             except (redis.RedisError, TypeError):
                 continue
         return None

@@ -43,12 +43,15 @@ def observe(task: Any, route: dict[str, Any] | None, pipe: Pipeline, computed: l
     arms = (route or {}).get("arms", {})
     try:
         with runtime.images().redis.pipeline(transaction=False) as rp:
+            total: dict[str, int] = {}  # one HINCRBY per field for the whole chunk, not per image
             for _, result in computed:
                 ms = result["timings_ms"]["total"]
-                counts = comparison.summarise(result, ms)
+                for field, n in comparison.summarise(result, ms).items():
+                    total[field] = total.get(field, 0) + n
                 for role in ROLES:
-                    comparison.record(rp, pipe.roles[role], counts, s.model_window, s.model_stats_ttl)
                     metrics.observe_version([pipe.roles[role]], arms.get(role, "live"), result, ms / 1000)
+            for role in ROLES:
+                comparison.record(rp, pipe.roles[role], total, s.model_window, s.model_stats_ttl)
             for role, candidate in ((route or {}).get("shadow") or {}).items():
                 if not getattr(task.request, "aurum_shadow_stopped", False):
                     _shadow(task, rp, role, candidate, pipe, computed, opts, budget_s)
