@@ -66,6 +66,7 @@ class Forecasting(Autoscaler):
         self.client = connections.client(self.settings, timeout=1)
         self._low_since: float | None = None
         self._checked = 0.0
+        self._fleet: tuple[float, float, int] = (-heartbeats.INTERVAL, DEFAULT_RATE, 1)  # read at, rate, hosts
         self.last: dict[str, Any] = {}
 
     def measure(self) -> dict[str, Any]:
@@ -76,12 +77,16 @@ class Forecasting(Autoscaler):
             for queue in ("score",):
                 pipe.llen(queue)
             counts, depth = pipe.execute()
-        children = heartbeats.live(self.client)
-        mine = [r for m, r in children.items() if m.rsplit(":", 1)[0] == self.hostname]
-        done, busy = sum(r.get("done", 0) for r in mine), sum(r.get("busy_s", 0.0) for r in mine)
-        return {"arrivals": [float(c or 0) for c in counts], "depth": int(depth),
-                "rate": done / busy if done >= 5 and busy > 0 else DEFAULT_RATE,
-                "hosts": len({m.rsplit(":", 1)[0] for m in children}) or 1}
+        if time.monotonic() - self._fleet[0] >= heartbeats.INTERVAL:
+            # the children's records change once a beat: read them once a beat (every host's
+            # autoscaler reads them all: at 100 hosts, each second would be MBs a second)
+            children = heartbeats.live(self.client)
+            mine = [r for m, r in children.items() if m.rsplit(":", 1)[0] == self.hostname]
+            done, busy = sum(r.get("done", 0) for r in mine), sum(r.get("busy_s", 0.0) for r in mine)
+            self._fleet = (time.monotonic(), done / busy if done >= 5 and busy > 0 else DEFAULT_RATE,
+                           len({m.rsplit(":", 1)[0] for m in children}) or 1)
+        _, rate, hosts = self._fleet
+        return {"arrivals": [float(c or 0) for c in counts], "depth": int(depth), "rate": rate, "hosts": hosts}
 
     def _maybe_scale(self, req=None):
         now = time.monotonic()
