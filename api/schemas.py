@@ -54,6 +54,8 @@ class WorkerModelsSchema(Schema):
     loaded_at = fields.Float()
     models = fields.List(fields.Nested(ModelInfoSchema))
     queues = fields.List(fields.String(), metadata={"description": "the queues this child's worker consumes"})
+    done = fields.Integer(metadata={"description": "images this child has computed (the autoscaler's service rate)"})
+    busy_s = fields.Float(metadata={"description": "seconds it spent computing them"})
     catalogue = fields.Dict(metadata={"description": "what it can serve: defaults (role -> name@version), names "
                                                      "(name -> its default version), versions (name@version -> task)"})
 

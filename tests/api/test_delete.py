@@ -17,10 +17,11 @@ from tests.helpers.api import keyed_client, upload, wait_done
 from tests.helpers.photos import unique_photo
 
 # Families that belong to no job (API keys, limits, workers' heartbeats and model records, the
-# model versions' routing policy, window counts and anonymous shadow pairs: service/keyspace.py)
+# model versions' routing policy, window counts and anonymous shadow pairs, the per-second
+# arrival counts the autoscaler forecasts from: service/keyspace.py)
 # and Celery's own queues; anything else left in the database after a DELETE is a leak.
 SERVICE_WIDE = ("aurum:key:", "aurum:keys", "aurum:limits", "aurum:heartbeats", "aurum:workers", "aurum:deleted:",
-                "aurum:models:")
+                "aurum:models:", "aurum:arrivals:")
 SLOW = 4.0  # seconds a "slow" photo's job sleeps in the worker (AURUM_CHAOS)
 
 

@@ -138,7 +138,8 @@ def test_a_4x_load_step_is_followed_by_the_pool(tmp_path) -> None:
                              "wait_under_1s_from_s": settled, "failed": load.failed,
                              "children_at_end": children(stack)})
         assert load.failed == 0
-        assert [n for t, n in pools if step - t0 - 3 <= t < step - t0] == [1, 1, 1], pools  # one child carried the low load
+        before_step = [n for t, n in pools if step - t0 - 4 <= t < step - t0]
+        assert before_step and set(before_step) == {1}, pools  # one child carried the low load
         assert grew is not None and grew < 30, pools
         assert settled is not None and settled + 5 <= 60, p90  # queue wait back under 1 s within 60 s
         assert children(stack) == 1, pools  # and it let the second child go once the load fell
