@@ -20,6 +20,7 @@ from pathlib import Path
 
 import requests
 
+from tests.helpers import processes
 from tests.helpers.deploy import procfile
 
 from .hosts import Topology
@@ -233,12 +234,7 @@ class Cluster:
         self.stop()
 
     def stop(self) -> None:
-        if self.haproxy is not None and self.haproxy.poll() is None:
-            self.haproxy.terminate()
-            try:
-                self.haproxy.wait(10)
-            except subprocess.TimeoutExpired:
-                self.haproxy.kill()
+        processes.stop(self.haproxy, timeout=10)
         for host, proc in list(self.procs.items()):
             if proc.poll() is None:
                 proc.terminate()
