@@ -22,7 +22,7 @@ from .config import Settings
 from .detect import Detection, make_staged, symmetric
 from .embed import SFace, align, five_points
 from .image import DecodedImage, decode_image
-from .landmarks import NATIVE_FACE_SIDE, SIZE, FaceMesh, Mesh, roi_from_mesh, roi_transform, warp_crop
+from .landmarks import NATIVE_FACE_SIDE, SIZE, FaceMesh, Mesh, mean_mesh, roi_from_mesh, roi_transform, warp_crop
 from .pose import Pose, estimate_pose
 from .measures import FaceMeasures, measure
 from .quality import assess
@@ -152,11 +152,16 @@ class Pipeline:
                 face.mesh, estimate_pose(face.mesh.points, self.geometry.mean_shape).scale)
             passes = [(lambda face: roi_transform(face.det), s.mesh_passes == 1 or s.mirror_symmetric)]
             passes += [(from_mesh, k == s.mesh_passes - 1 or s.mirror_symmetric) for k in range(1, s.mesh_passes)]
+            # The face's mesh is the mean of the passes' meshes (aurum.landmarks.mean_mesh).
+            meshes: dict[int, list[Mesh]] = {id(face): [] for _, face in faces}
             for roi, mirrored in passes:
                 crops = [self._crop(item.image, face.det, roi(face)) for item, face in faces]
                 for (item, face), mesh in zip(faces, self.facemesh.run(*zip(*crops), mirrored=mirrored) if crops else []):
                     face.mesh = mesh
                     face.presence = max(face.presence, mesh.presence)
+                    meshes[id(face)].append(mesh)
+            for _, face in faces:
+                face.mesh = mean_mesh(meshes[id(face)])
         for item in live:
             # a face is one when any pass's crop says so: a heavily blurred face's re-placed crops
             # drift and their presence falls (the detector's crop still reads it as a face)

@@ -60,6 +60,8 @@ def main() -> int:
     parser.add_argument("--top", type=int, default=15)
     parser.add_argument("--out", default="bench/results/profile")
     parser.add_argument("--env", action="append", default=[], help="NAME=VALUE for the stack")
+    parser.add_argument("--gil", action="store_true",
+                        help="sample only threads holding the GIL: Python's CPU, not waits (gevent's hub looks busy otherwise)")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -79,7 +81,7 @@ def main() -> int:
                     target = out / f"{name}-{pid}.txt"
                     spies.append((name, target, subprocess.Popen(
                         ["py-spy", "record", "--pid", str(pid), "--duration", str(int(args.seconds)),
-                         "--rate", "100", "--format", "raw", "--output", str(target)],
+                         "--rate", "100", "--format", "raw", "--output", str(target)] + (["--gil"] if args.gil else []),
                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)))
             # wrk when installed (its CPU cost beside the service is ~0.1 ms a request), else httpx
             row = wrk(bench, images[:300], args.seconds, args.clients) or asyncio.run(

@@ -6,10 +6,14 @@
   face after a similarity fit, in IODs.
 - ``proportions``: mean |log ratio| of six facial proportions against the canonical face's.
 - ``texture``: unevenness of the skin: band-pass (difference of Gaussians at 4 % and 12 % of the
-  inter-ocular distance) energy inside the cheeks-and-forehead mask, relative to the same band's
-  energy over the whole face oval (eyes, brows, nose and lips included). Blur, downscaling and exposure
-  scale both alike, so the ratio does not reward a photo for missing detail the way an absolute
-  measure does (a blurred face used to read as flawless skin).
+  inter-ocular distance) energy of the log grey level inside the cheeks-and-forehead mask, relative
+  to the same band's energy over the whole face oval (eyes, brows, nose and lips included). Blur,
+  downscaling and exposure scale both alike, so the ratio does not reward a photo for missing
+  detail the way an absolute measure does (a blurred face used to read as flawless skin). In log
+  grey levels a brightness gain adds a constant (which the band-pass removes) and a gamma
+  multiplies every contrast alike (which the ratio removes): on linear grey levels gamma 0.7 / 1.5
+  moved a face's score by up to 3.3 points, as it lifts or crushes the skin's contrast against
+  the eyes' and brows'.
 
 Everything is measured in the canonical frame or on the fixed-size crop, so it does not depend
 on the photo's resolution, and symmetric measures make it invariant to a horizontal flip.
@@ -30,7 +34,7 @@ from .. import regions as r
 FEATURES = ("symmetry", "averageness", "proportions", "texture")
 # How the features are measured; part of the result cache's key (a trained scorer keeps its own
 # version when the measurements under it change).
-FEATURES_VERSION = "3"
+FEATURES_VERSION = "4"
 
 
 @dataclass(frozen=True)
@@ -116,10 +120,13 @@ SKIN_EXCLUDE = (r.LIPS_OUTER, r.RIGHT_EYE, r.LEFT_EYE, r.RIGHT_BROW, r.LEFT_BROW
 
 
 TEXTURE_BAND = (0.04, 0.12)  # DoG sigmas, in inter-ocular distances
+# Added to the grey level before its log, so that sensor noise in near-black pixels (nostrils,
+# shadows) is not magnified without bound; small beside skin's grey levels (~60-220).
+LOG_OFFSET = 8.0
 
 
 def texture_feature(mesh: Mesh) -> float:
-    grey = mesh.grey.astype(np.float32)
+    grey = np.log(mesh.grey.astype(np.float32) + LOG_OFFSET)
     skin = r.crop_mask(mesh, r.FACE_OVAL, exclude=SKIN_EXCLUDE, erode=5)
     inner = mesh.face_mask
     if skin.sum() < 50 or inner.sum() < 50:
@@ -127,7 +134,7 @@ def texture_feature(mesh: Mesh) -> float:
     iod = max(_iod(mesh.crop_points), 1.0)
     band = (cv2.GaussianBlur(grey, (0, 0), TEXTURE_BAND[0] * iod)
             - cv2.GaussianBlur(grey, (0, 0), TEXTURE_BAND[1] * iod))
-    return float(band[skin].std() / max(float(band[inner].std()), 1e-3))
+    return float(band[skin].std() / max(float(band[inner].std()), 1e-6))
 
 
 # FaceMesh regresses toward the mean face as a photo softens: on the development set averageness

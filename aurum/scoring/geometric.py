@@ -5,8 +5,8 @@
     score       = 100 * sum_i weight_i * component_i        (weights sum to 1)
 
 It is NOT trained on human ratings (none can be had under a usable licence). Every constant is
-measured on the development set (``tests/helpers/devset.py``: 14 faces of 12 people, each also edited 23
-ordinary ways, ``bench/robustness.py``):
+measured on the development set (``tests/helpers/devset.py``: 14 faces of 12 people, each also edited 22
+ordinary ways, ``bench/robustness.py``) by ``bench/calibrate.py``:
 
 - ``centre_i``: the median face's feature value, so a face typical on every feature scores 50;
   a feature of 0 (perfect symmetry, the mean face's shape and proportions, skin as even as the
@@ -17,10 +17,10 @@ ordinary ways, ``bench/robustness.py``):
 - ``width_i``: 1.5 x the spread of ln(feature_i + floor_i) between people (its standard
   deviation), so the scale is used without every photo's noise being magnified: a face one
   spread better than typical on every feature scores ~66, two spreads ~79, three ~88. The
-  development set's clean photos score 42-72.
+  development set's clean photos score 40-68.
 - ``weight_i``: proportional to the feature's squared ratio of between-person to within-face
   spread (in the same log space), i.e. how much it tells people apart for the noise a photo
-  adds (measured ratios: symmetry 6.6, averageness 11.4, proportions 8.7, texture 7.7).
+  adds (measured ratios: symmetry 7.0, averageness 15.7, proportions 11.2, texture 14.8).
 
 Because it is an ONNX model in the manifest like any other, a trained scorer (``aurum
 train-scorer``) replaces it by name.
@@ -41,11 +41,12 @@ from .features import FEATURES
 from .manifest_entry import creation_record, write_model
 
 NAME = "geometric_scorer"
-VERSION = "2.0.0"
-FLOORS = {"symmetry": 0.0017, "averageness": 0.0027, "proportions": 0.0042, "texture": 0.0193}
-CENTRES = {"symmetry": 0.01244, "averageness": 0.07456, "proportions": 0.05603, "texture": 0.69965}
-WIDTHS = {"symmetry": 1.089, "averageness": 0.303, "proportions": 0.471, "texture": 0.148}
-WEIGHTS = {"symmetry": 0.143, "averageness": 0.420, "proportions": 0.246, "texture": 0.191}
+VERSION = "2.1.0"
+# Measured by bench/calibrate.py (2026-12-03, features version 4, 14 faces x 22 ordinary edits).
+FLOORS = {"symmetry": 0.0017, "averageness": 0.002, "proportions": 0.003, "texture": 0.0131}
+CENTRES = {"symmetry": 0.01058, "averageness": 0.0754, "proportions": 0.05429, "texture": 0.6599}
+WIDTHS = {"symmetry": 1.064, "averageness": 0.321, "proportions": 0.436, "texture": 0.222}
+WEIGHTS = {"symmetry": 0.076, "averageness": 0.386, "proportions": 0.194, "texture": 0.344}
 
 
 def build_model(centres: dict[str, float] = CENTRES, widths: dict[str, float] = WIDTHS,
@@ -97,7 +98,7 @@ def main(argv: list[str]) -> int:
         "card": "cards/geometric_scorer.md",
         "source": {"package": "aurum", "version": VERSION, "path": "aurum/scoring/geometric.py"},
         "trained_on_ratings": False,
-        "created": creation_record("aurum.scoring.geometric", {"fitted_on": "the development set's feature ranges"}),
+        "created": creation_record("aurum.scoring.geometric", {"fitted_on": "the development set (tests/helpers/devset.py), measured by bench/calibrate.py"}),
     }, default=True)
     return 0
 

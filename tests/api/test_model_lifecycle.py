@@ -21,11 +21,11 @@ from PIL import Image
 
 from tests.chaos.common import record
 from tests.helpers.devset import devset_photos
-from tests.helpers.models import with_candidate
+from tests.helpers.models import LIVE_SCORER, with_candidate
 from tests.helpers.photos import unique_photo
 from tests.helpers.stack import Stack
 
-LIVE = "geometric_scorer@2.0.0"
+LIVE = LIVE_SCORER
 WINDOW = 5  # seconds per statistics window, so that the drift phases fall in windows of their own
 
 

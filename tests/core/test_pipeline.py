@@ -10,6 +10,7 @@ from aurum import errors
 from aurum.pipeline import Pipeline
 from aurum.schemas import ErrorSchema, ResultSchema, ScoreOptions, load_options
 
+from aurum.scoring import geometric
 from tests.helpers.photos import encode, group_photo, photo_bytes
 
 
@@ -21,7 +22,7 @@ def test_result_matches_the_documented_schema(astronaut_result: dict, astronaut:
     assert set(astronaut_result["models"]) >= {"yunet", "facemesh", "geometric_scorer", "sface"}
     assert {"decode", "detect", "landmarks", "score", "quality", "total"} <= set(astronaut_result["timings_ms"])
     score = astronaut_result["faces"][0]["score"]
-    assert 0 <= score["value"] <= 100 and score["model"] == "geometric_scorer@2.0.0"
+    assert 0 <= score["value"] <= 100 and score["model"] == f"geometric_scorer@{geometric.VERSION}"
     assert 0 < score["confidence"] <= 1 and score["withheld"] == []
     assert set(score["components"]) == set(score["features"]) == {"symmetry", "averageness", "proportions", "texture"}
 

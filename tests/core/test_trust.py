@@ -281,9 +281,10 @@ def test_the_degraded_path_withholds_too(settings) -> None:
 def test_a_flip_gives_the_same_score_by_construction(settings) -> None:
     """AURUM_MIRROR_SYMMETRIC (the default): the detection symmetrized over the photo and its
     mirror, every pass run mirrored, masks rasterized mirror-equivariantly: a flipped photo scores
-    the same (measured: 0.00 and 0.11 for these two, the second a face turned 50 degrees; what is
-    left is OpenCV's 1/32-pixel fixed-point bilinear sampling, not mirror-symmetric), against 1.04
-    and 0.75 without it; and the box reported is the detector's own."""
+    the same (measured: 0.01 and 0.08 for these two, the second a face turned 50 degrees; what is
+    left is OpenCV's 1/32-pixel fixed-point bilinear sampling, not mirror-symmetric), against 0.76
+    and 0.32 without it (the passes' mean mesh already steadies it: 1.04 and 0.75 before); and the
+    box reported is the detector's own."""
     import dataclasses
 
     symmetric = Pipeline(dataclasses.replace(settings, mirror_symmetric=True))
@@ -295,7 +296,7 @@ def test_a_flip_gives_the_same_score_by_construction(settings) -> None:
         a, b = primary(symmetric, rgb, ALWAYS), primary(symmetric, np.ascontiguousarray(rgb[:, ::-1]), ALWAYS)
         assert abs(a["score"]["value"] - b["score"]["value"]) <= bound, name
         c, d = primary(plain, rgb, ALWAYS), primary(plain, np.ascontiguousarray(rgb[:, ::-1]), ALWAYS)
-        assert abs(c["score"]["value"] - d["score"]["value"]) > 0.5, name  # what the construction buys
+        assert abs(c["score"]["value"] - d["score"]["value"]) > bound + 0.1, name  # what the construction buys
         assert b["pose"]["yaw"] == pytest.approx(-a["pose"]["yaw"], abs=0.1)
     rgb = photo_rgb("astronaut.png")
     plain = symmetric.detector.detect([[rgb, cv2.flip(rgb, 1)]], 0.6)[0][0][0]  # the photo's own, of its stage

@@ -16,7 +16,8 @@ from aurum.schemas import ScoreOptions
 from aurum.scoring.scorer import Scorer, rescore
 from aurum.store import ModelStore
 
-from tests.helpers.models import CANDIDATE_VERSION, with_candidate
+from aurum.scoring import geometric
+from tests.helpers.models import CANDIDATE_VERSION, LIVE_SCORER, with_candidate
 from tests.helpers.photos import photo_bytes
 
 
@@ -29,19 +30,19 @@ def test_a_second_version_is_registered_beside_the_default(models) -> None:
     folder, ref = models
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["schema_version"] == 2
-    assert manifest["models"]["geometric_scorer"]["version"] == "2.0.0"  # the default is untouched
+    assert manifest["models"]["geometric_scorer"]["version"] == geometric.VERSION  # the default is untouched
     entry = manifest["registry"]["geometric_scorer"][CANDIDATE_VERSION]
     assert entry["file"] == f"geometric_scorer-{CANDIDATE_VERSION}.onnx" and len(entry["sha256"]) == 64
     assert entry["created"]["by"] == "tests/helpers/models.py" and entry["created"]["code"]["aurum"]
 
     store = ModelStore(folder)
-    assert store.ref("geometric_scorer") == "geometric_scorer@2.0.0"
+    assert store.ref("geometric_scorer") == LIVE_SCORER
     assert store.ref(ref) == ref
-    assert ref in store.all_refs() and "geometric_scorer@2.0.0" in store.all_refs()
+    assert ref in store.all_refs() and LIVE_SCORER in store.all_refs()
     with pytest.raises(errors.ModelUnavailable):
         store.ref("geometric_scorer@9.9.9")
     rows = {(r["name"], r["version"]): r for r in store.describe()}
-    assert rows[("geometric_scorer", "2.0.0")]["default"] and not rows[("geometric_scorer", CANDIDATE_VERSION)]["default"]
+    assert rows[("geometric_scorer", geometric.VERSION)]["default"] and not rows[("geometric_scorer", CANDIDATE_VERSION)]["default"]
     assert all(r["created"] and r["licence"] for r in rows.values())  # every entry says who made it
 
 
@@ -50,7 +51,7 @@ def test_the_cli_lists_and_verifies_every_version(models) -> None:
     out = subprocess.run([sys.executable, "-m", "aurum", "--models-dir", str(folder), "models", "list", "--json"],
                          capture_output=True, text=True, timeout=60, check=True)
     listed = {f"{r['name']}@{r['version']}" for r in json.loads(out.stdout)}
-    assert {ref, "geometric_scorer@2.0.0", "yunet@2023mar-fp32.1"} <= listed
+    assert {ref, LIVE_SCORER, "yunet@2023mar-fp32.1"} <= listed
     verify = subprocess.run([sys.executable, "-m", "aurum", "--models-dir", str(folder), "models", "verify"],
                             capture_output=True, text=True, timeout=120)
     assert verify.returncode == 0, verify.stdout + verify.stderr
@@ -64,8 +65,8 @@ def test_two_scorer_versions_served_by_one_store(models) -> None:
     assert candidate.store is live.store and candidate.roles["detector"] == live.roles["detector"]
     data = photo_bytes("astronaut.png")
     a, b = live.score(data), candidate.score(data, ScoreOptions(always_score=True))
-    assert a["models"]["geometric_scorer"] == "2.0.0" and b["models"]["geometric_scorer"] == CANDIDATE_VERSION
-    assert a["faces"][0]["score"]["model"] == "geometric_scorer@2.0.0"
+    assert a["models"]["geometric_scorer"] == geometric.VERSION and b["models"]["geometric_scorer"] == CANDIDATE_VERSION
+    assert a["faces"][0]["score"]["model"] == LIVE_SCORER
     assert b["faces"][0]["score"]["model"] == ref
     assert a["faces"][0]["score"]["features"] == b["faces"][0]["score"]["features"]  # the same measurements
     assert abs(a["faces"][0]["score"]["value"] - b["faces"][0]["score"]["value"]) > 0.5  # other weights

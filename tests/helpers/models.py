@@ -11,6 +11,7 @@ from aurum.scoring import geometric
 from aurum.scoring.features import FEATURES
 from aurum.scoring.manifest_entry import creation_record, write_model
 
+LIVE_SCORER = f"{geometric.NAME}@{geometric.VERSION}"  # the default version (models/manifest.json)
 CANDIDATE_VERSION = "2.0.1-equal"  # every feature weighted alike
 
 

@@ -15,9 +15,9 @@ import redis as redis_lib
 from service import comparison, lifecycle, routing
 from service.config import ServiceSettings
 
-from tests.helpers.models import with_candidate
+from tests.helpers.models import LIVE_SCORER, with_candidate
 
-LIVE = "geometric_scorer@2.0.0"
+LIVE = LIVE_SCORER
 
 
 @pytest.fixture
