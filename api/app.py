@@ -16,11 +16,9 @@ from service.config import ServiceSettings
 from service.keys import KeyStore, check_rate
 from service.privacy import init_sentry
 
-from . import auth, errors, observability, security, uploads
+from . import auth, errors, limits, observability, security, uploads
 from .health import Health
 from .jobs import Jobs
-from .limits import config as limits_config
-from .limits import limiter, standard_headers_only
 from .views import admin, health, ml
 
 
@@ -57,7 +55,6 @@ def create_app(settings: ServiceSettings | None = None) -> Flask:
         API_TITLE="Aurum", API_VERSION=__version__, OPENAPI_VERSION="3.0.3",
         OPENAPI_URL_PREFIX="/", OPENAPI_JSON_PATH="openapi.json",
         OPENAPI_SWAGGER_UI_PATH="docs", OPENAPI_SWAGGER_UI_URL="/docs/assets/",
-        **limits_config(*connections.limiter_storage(settings)),
     )
     client = connections.client(settings, timeout=1.0)
     app.extensions["aurum.settings"] = settings
@@ -70,8 +67,7 @@ def create_app(settings: ServiceSettings | None = None) -> Flask:
         tracing.instrument_app(app)
     observability.register(app, client, settings)  # first: the request id is set before anything logs
     app.before_request(auth.authenticate)  # before the limiter's check: limits are per key
-    app.after_request(standard_headers_only)  # registered first, so it runs after the limiter's headers
-    limiter.init_app(app)
+    limits.init_app(app, client)
 
     api = AurumApi(app, spec_kwargs={"extra_plugins": [auth.RolesPlugin()]})
     api.spec.components.schema("Result", schema=ml.ResultSchema)

@@ -23,6 +23,7 @@ STATUS_BY_KIND = {  # every kind of aurum.errors and service.contract
     "not_found": 404,
     "conflict": 409,
     "gone": 410,
+    "rate_limited": 429,
     "unavailable": 503,
     "timeout": 504,
     "internal": 500,
@@ -59,6 +60,16 @@ class GateFailed(errors.AurumError):
     code = "GATE_FAILED"
     kind = "conflict"
     default_message = "The candidate's comparison report fails its gates; shadow it longer, or force."
+
+
+class RateLimited(errors.AurumError):
+    code = "RATE_LIMITED"
+    kind = "rate_limited"
+    default_message = "Rate limit exceeded for this key; retry after the number of seconds in Retry-After."
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__()
+        self.headers = {"Retry-After": str(retry_after)}
 
 
 class ServiceUnavailable(errors.AurumError):
@@ -106,7 +117,9 @@ def error_response(code: str, message: str, status: int, details: dict[str, Any]
 def register(app: Flask) -> None:
     @app.errorhandler(errors.AurumError)
     def aurum_error(exc: errors.AurumError):
-        return error_response(exc.code, exc.message, status_for(exc.code, exc.kind), exc.details)
+        response = error_response(exc.code, exc.message, status_for(exc.code, exc.kind), exc.details)
+        response.headers.update(getattr(exc, "headers", {}))  # Retry-After on 429
+        return response
 
     @app.errorhandler(redis.RedisError)
     @app.errorhandler(OperationalError)

@@ -172,7 +172,7 @@ class Jobs:
         else:
             queue.publish(SCORE_IMAGE, (record["images"][0], record["options"], keys[0]), job_id, headers)
 
-    def _maybe_requeue(self, job_id: str, state: str) -> None:
+    def _maybe_requeue(self, job_id: str, state: str, record: dict[str, Any] | None = None) -> None:
         """Publish a job again when it has waited, never started, longer than AURUM_REQUEUE_AFTER.
 
         Redis's transport pops a message (BRPOP) before it records it as unacknowledged: a
@@ -186,12 +186,20 @@ class Jobs:
         was published again while still queued)."""
         if state not in (states.PENDING, states.STARTED):
             return
-        record = self.records.load(job_id)
-        if record is None or "cached" in record or "follows" in record or not record.get("images"):
-            return
-        waited = time.time() - record.get("queued_at", record["created_at"])
         limit = self.settings.requeue_after + (self.settings.task_time_limit if state == states.STARTED else 0)
-        if waited < limit or record.get("requeues", 0) >= 3:
+
+        def due(record: dict[str, Any] | None) -> bool:
+            if record is None or "cached" in record or "follows" in record or not record.get("images"):
+                return False
+            waited = time.time() - record.get("queued_at", record["created_at"])
+            return waited >= limit and record.get("requeues", 0) < 3
+
+        # The caller's copy decides the usual case (not due) without a read; a due job is read
+        # afresh, as another API process may have published it again since that copy was read.
+        if not due(record or self.records.load(job_id)):
+            return
+        record = self.records.load(job_id)
+        if not due(record):
             return
         if not self.redis.set(keyspace.requeue(job_id), 1, nx=True, ex=max(1, self.settings.requeue_after)):
             return  # another API process is doing it
@@ -262,7 +270,7 @@ class Jobs:
                 self.images.delete(*record["images"])  # the leader's outcome is this job's: its copy goes
                 record["images"] = []
                 self.records.save(job_id, record, keep_ttl=True)
-        self._maybe_requeue(effective, state)
+        self._maybe_requeue(effective, state, record if effective == job_id else None)
         doc["status"] = STATUS.get(state, "queued")
         if record["kind"] == "batch":
             done = record["total"] if state == states.SUCCESS else len(record.get("rejected", {}))

@@ -6,7 +6,7 @@ own redis-server, with cProfile, grouped by component.
 Three requests a client makes: submitting a single photo (multipart, ``202``; cache off, so
 each is queued), reading a job's status, and a cache hit answered at once with ``?wait=``. For each it prints the milliseconds per
 request (unprofiled) and the share of the profiled time under each component: the rate limiter
-(Flask-Limiter: its check and its X-RateLimit headers), Celery's publish, multipart parsing,
+(api/limits.py: its check and its X-RateLimit headers), Celery's publish, multipart parsing,
 the API key lookup, image and record storage (sealing included), option validation, the
 header probe, the status read, and the rest (Flask, Werkzeug, our code around them).
 """
@@ -35,8 +35,7 @@ os.environ.setdefault("AURUM_ENCRYPTION_KEYS", new_key("bench"))
 # Component: substrings of "file:function" whose cumulative time is charged to it (first match of
 # a request's top-level callees below the view and the before/after-request hooks).
 COMPONENTS = {
-    "rate limiter (check + headers)": ("flask_limiter/_extension.py:_check_request_limit",
-                                       "flask_limiter/_extension.py:__inject_headers"),
+    "rate limiter (check + headers)": ("api/limits.py:check", "api/limits.py:headers"),
     "Celery publish": ("api/jobs.py:_publish",),
     "multipart parsing": ("api/uploads.py:read_single",),
     "API key lookup": ("api/auth.py:authenticate",),

@@ -4,7 +4,7 @@
 Behind Sentinels each user follows a failover by itself, through the library it already uses:
 redis-py's :class:`redis.sentinel.Sentinel` for our own keys (images, records, cache, keys,
 heartbeats, announcements), kombu's ``sentinel://`` transport for the broker, Celery's
-``SentinelBackend`` for results and limits' ``redis+sentinel://`` storage for the rate limiter.
+``SentinelBackend`` for results; the rate limiter (api/limits.py) uses our own client.
 A connection to a primary that was demoted fails (redis-py turns READONLY into a connection
 error) and the next one asks the Sentinels again.
 """
@@ -66,19 +66,6 @@ def celery_transport_options(settings: ServiceSettings) -> dict[str, Any]:
     if not settings.redis_sentinels:
         return {}
     return {"master_name": settings.redis_master, "sentinel_kwargs": _sentinel_kwargs(settings, 1.0)}
-
-
-def limiter_storage(settings: ServiceSettings) -> tuple[str, dict[str, Any]]:
-    """Flask-Limiter's storage URI and options."""
-    options: dict[str, Any] = {"socket_timeout": 1, "socket_connect_timeout": 1, "retry": retry()}
-    if not settings.redis_sentinels:
-        return settings.redis_url, options
-    hosts = ",".join(f"{_host(host)}:{port}" for host, port in sentinels(settings.redis_sentinels))
-    options.update(db=settings.redis_db, use_replicas=False,  # a replica's counts can lag behind
-                   sentinel_kwargs=_sentinel_kwargs(settings, 1.0))
-    if settings.redis_password:
-        options["password"] = settings.redis_password
-    return f"redis+sentinel://{hosts}/{settings.redis_master}", options
 
 
 def describe(settings: ServiceSettings) -> str:

@@ -36,7 +36,7 @@ class ApiKey:
 
 
 def check_rate(rate: str) -> None:
-    """A rate-limit string as Flask-Limiter reads it ("600/minute;30/second"), or ValueError."""
+    """A rate-limit string as the limiter reads it ("600/minute;30/second"), or ValueError."""
     from limits import parse_many
 
     try:

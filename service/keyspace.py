@@ -29,7 +29,7 @@ WORKERS = ROOT + "workers"            # hash: "<hostname>:<child>" -> what that 
 API_KEY = ROOT + "key:"               # sha256 of a token -> the key's record
 API_KEYS = ROOT + "keys"              # set of every key id
 API_KEYS_ACTIVE = ROOT + "keys:active"  # set of the ids not revoked (counted in O(1))
-LIMITS = ROOT + "limits"              # Flask-Limiter's prefix
+LIMITS = ROOT + "limits"              # the rate limiter's counters (api/limits.py)
 ARRIVALS = ROOT + "arrivals:"         # per second: images accepted to be computed (the autoscaler's forecast)
 
 # Model lifecycle (service/routing.py, service/comparison.py): no image, job or key is named in

@@ -14,7 +14,6 @@ from aurum.schemas import ErrorSchema, ResultSchema, load_options
 from .. import uploads
 from ..auth import client_id
 from ..errors import status_for
-from ..limits import batch_image_count, batch_image_rate, limiter
 from ..schemas import JobAcceptedSchema, JobStatusSchema, WorkerModelsSchema
 
 blp = Blueprint("ml", __name__, url_prefix="/api/ml", description="Face scoring jobs")
@@ -105,7 +104,6 @@ def score():
 @blp.alt_response(202, schema=JobAcceptedSchema, description="Accepted: poll status_url for progress")
 @blp.alt_response(400, schema=ErrorSchema, description="Bad request, or an image failed its checks")
 @blp.alt_response(429, schema=ErrorSchema, description="Rate limited (Retry-After)")
-@limiter.limit(batch_image_rate, cost=batch_image_count, scope="batch-images")
 def score_batch():
     """Score up to AURUM_MAX_BATCH photos with batched inference."""
     images, names, raw_options = uploads.read_batch(request, _settings().max_batch)

@@ -73,6 +73,26 @@ def test_rate_limit_429_with_retry_after_and_headers(app) -> None:
     assert keyed_client(app, "unlimited").get("/api/ml/jobs/" + "0" * 32).status_code == 404
 
 
+def test_a_refused_request_counts_against_no_window(app) -> None:
+    """Every window is checked and counted in one call: a request the burst window refuses
+    leaves the minute's count alone, so a client retrying too early does not spend its minute."""
+    import time
+
+    c = keyed_client(app, "burst", rate="3/minute;1/2 seconds")
+    missing = "/api/ml/jobs/" + "0" * 32
+    assert c.get(missing).status_code == 404
+    refused = c.get(missing)
+    assert refused.status_code == 429 and 1 <= int(refused.headers["Retry-After"]) <= 2
+    for _ in range(2):  # had the refusal counted, the minute's three would be spent by the second
+        deadline = time.monotonic() + 30
+        while (response := c.get(missing)).status_code == 429:
+            assert time.monotonic() < deadline, "the burst window never reset"
+            time.sleep(0.5)
+        assert response.status_code == 404
+    last = c.get(missing)
+    assert last.status_code == 429 and last.headers["X-RateLimit-Limit"] in ("1", "3")
+
+
 def test_one_budget_per_key_across_endpoints(app) -> None:
     """A key out of budget on status reads cannot submit, delete or list models either; the
     probes are not counted, and Retry-After is only on the 429."""

@@ -76,8 +76,8 @@ def leftovers(redis, job_ids: list[str]) -> list[str]:
     left = []
     for raw in redis.scan_iter("*"):
         key = raw.decode()
-        if key in ("score", "fallback") or key.startswith(("_kombu.", "unacked", "LIMITS:")):
-            continue  # Celery's queues and bindings, Flask-Limiter's counters
+        if key in ("score", "fallback") or key.startswith(("_kombu.", "unacked")):
+            continue  # Celery's queues and bindings
         if key.startswith(SERVICE_WIDE):
             if any(j in key for j in job_ids) and not key.startswith("aurum:deleted:"):
                 left.append(key)
