@@ -62,9 +62,11 @@ def test_an_api_host_cut_off_and_a_worker_host_killed(cluster, tmp_path) -> None
                      "lost": len(lost), "outcomes": outcomes, "worker_processes_killed": killed,
                      "answers_while_api1_cut": len(after_cut), "slowest_answer_s": round(load.slowest, 3)})
     assert killed >= 2  # the worker and its pool child
-    # no 500, no hang; a request in flight to api1 when it was cut is closed once HAProxy marks
-    # it down (on-marked-down shutdown-sessions): at most one per client
-    assert set(statuses) <= {202, 503, -1} and statuses.get(-1, 0) <= 3, statuses
+    # no 500, no hang, and every attempt answered: a request in flight to api1 when it was cut
+    # gets its 202 once the link is back, or HAProxy's retryable 503 after the 10 s server
+    # timeout of a request without ?wait= (deploy/haproxy/haproxy.cfg); before, HAProxy closed it
+    # unanswered when it marked api1 down (1 in 250 attempts)
+    assert set(statuses) <= {202, 503}, statuses
     assert load.slowest < 15
     # once HAProxy has marked api1 down (two failed checks a second apart), api2 takes everything
     settled = [a for a in after_cut if a[0] >= cut_at + 3]
