@@ -36,7 +36,9 @@ def test_primary_killed_sentinels_fail_over_and_no_accepted_job_is_lost(stack) -
         group.node(old).kill()  # a crash of the primary
         new = group.wait_primary(not_port=old)
         promoted_s = time.monotonic() - killed_at
-        time.sleep(15.0)  # the service must come back by itself, nobody restarts anything
+        group.wait_replicated(new)  # the other replica follows it: writes can be confirmed again
+        replicated_s = time.monotonic() - killed_at
+        time.sleep(max(0.0, 15.0 - (replicated_s - promoted_s)))  # the service comes back by itself
         group.restart(group.node(old))  # the old primary returns, as a replica of the new one
         time.sleep(3.0)
     statuses = load.statuses()
@@ -52,14 +54,18 @@ def test_primary_killed_sentinels_fail_over_and_no_accepted_job_is_lost(stack) -
     faces = {len(doc["result"]["faces"]) for doc in done.values() if doc["status"] == "succeeded"}
     record("sentinel-failover", {
         "responses": {str(k): v for k, v in sorted(statuses.items())},
-        "codes_503": {c: sum(1 for a in refused if a[2] == c) for c in sorted({a[2] for a in refused})}, "promoted_after_s": round(promoted_s, 2),
+        "codes_503": {c: sum(1 for a in refused if a[2] == c) for c in sorted({a[2] for a in refused})},
+        "promoted_after_s": round(promoted_s, 2), "replica_online_after_s": round(replicated_s, 2),
         "last_503_after_kill_s": round(outage_s, 2), "slowest_answer_s": round(load.slowest, 3),
         "accepted": len(load.accepted), "lost": len(lost), "outcomes": outcomes,
         "worker_restarts": stack.worker_restarts, "new_primary": new != old})
     assert set(statuses) <= {202, 503}, statuses  # no 500, no hang
     assert {a[2] for a in refused} <= {"SERVICE_UNAVAILABLE", "REPLICATION_LAG"}
-    # Unavailable for about the failover time (down-after 1 s + election), then back by itself.
-    assert outage_s < promoted_s + 10, (outage_s, promoted_s)
+    # Unavailable for about the failover time (down-after 1 s, the election, and the other
+    # replica following the new primary: until then no write can be confirmed and submissions
+    # are refused REPLICATION_LAG), then back by itself. (This caught the rate limiter sharing
+    # the jobs' Redis connections: REPLICATION_LAG until 13.9 s, with a replica online at 2.3 s.)
+    assert outage_s < replicated_s + 10, (outage_s, promoted_s, replicated_s)
     assert sum(1 for a in recovered if a[1] == 202) > 20 and all(a[1] == 202 for a in recovered), statuses
     assert lost == [], f"{len(lost)} accepted jobs never ended"
     assert faces == {1}

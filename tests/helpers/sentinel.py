@@ -163,6 +163,20 @@ class SentinelGroup:
         self._wait(promoted, time.monotonic() + timeout, "no new primary was promoted")
         return found[-1]
 
+    def wait_replicated(self, port: int, timeout: float = 60) -> None:
+        """Until the primary at ``port`` has a replica online again (after a failover the
+        Sentinels point the other replica at it, which may need a full resync): only then can a
+        write be confirmed by WAIT, so AURUM_REDIS_WAIT_REPLICAS refuses submissions until then."""
+        def online() -> bool:
+            try:
+                info = self.data_client(self.node(port)).info("replication")
+            except redis.RedisError:
+                return False
+            return any(isinstance(v, dict) and v.get("state") == "online"
+                       for k, v in info.items() if k.startswith("slave"))
+
+        self._wait(online, time.monotonic() + timeout, "no replica followed the new primary")
+
     def restart(self, node: Node, timeout: float = 60) -> None:
         """Start a killed node again; the Sentinels make it a replica of the current primary."""
         node.start()
