@@ -68,7 +68,7 @@ def create_app(settings: ServiceSettings | None = None) -> Flask:
     observability.register(app, client, settings)  # first: the request id is set before anything logs
     app.before_request(auth.authenticate)  # before the limiter's check: limits are per key
     # The limiter keeps connections of its own, as Flask-Limiter did: on the jobs' pool, WAIT
-    # refused submissions (REPLICATION_LAG) for ~11 s after a Sentinel failover instead of ~2 s
+    # refused submissions (REPLICATION_LAG) until ~14 s after a Sentinel failover instead of ~2 s
     # (tests/ha/test_sentinel_failover.py).
     limits.init_app(app, connections.client(settings, timeout=1.0))
 

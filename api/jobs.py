@@ -196,9 +196,10 @@ class Jobs:
 
         # The caller's copy decides the usual case (not due) without a read; a due job is read
         # afresh, as another API process may have published it again since that copy was read.
-        if not due(record or self.records.load(job_id)):
-            return
-        record = self.records.load(job_id)
+        if record is None:
+            record = self.records.load(job_id)
+        elif due(record):
+            record = self.records.load(job_id)
         if not due(record):
             return
         if not self.redis.set(keyspace.requeue(job_id), 1, nx=True, ex=max(1, self.settings.requeue_after)):
