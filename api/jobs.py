@@ -292,16 +292,21 @@ class Jobs:
         announcement stream (service/done.py) rather than polling; in slices of at most
         ``WAIT_SLICE`` so that a lost announcement (Redis restarted) costs at most one slice."""
         deadline = time.monotonic() + timeout
+        # A job this request has just queued is not read first: its announcement, made or to
+        # come, is on its stream (one round trip of three saved per ?wait= job).
+        just_queued = record is not None and not {"cached", "follows"} & record.keys()
         record = record or self.record(job_id, owner)  # a cache hit is answered without Redis
         seen, watched = "0", None
         while True:
-            doc = self._status(job_id, record)
-            left = deadline - time.monotonic()
-            if doc["status"] in ("succeeded", "failed") or left <= 0:
-                return doc
+            if not just_queued:
+                doc = self._status(job_id, record)
+                if doc["status"] in ("succeeded", "failed") or deadline - time.monotonic() <= 0:
+                    return doc
+            just_queued = False
             effective = record.get("follows", job_id)  # a promoted follower waits on itself
             if effective != watched:
                 seen, watched = "0", effective
+            left = deadline - time.monotonic()
             seen = done.wait(self.redis, effective, seen, min(left, WAIT_SLICE))
 
     def requeue(self, job_id: str) -> dict[str, Any]:

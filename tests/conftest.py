@@ -83,6 +83,11 @@ def celery_app(redis_server):
     from workers.app import app, point_at
 
     runtime.reset()
+    # One backend per thread here, not per process as in the API (celeryconfig.py): these tests
+    # wait with AsyncResult.get() in the thread beside an in-process worker thread, and Celery
+    # cancels a wait when any AsyncResult of the same id is collected on the same backend (the
+    # worker's retries make such ones).
+    app.conf.result_backend_thread_safe = False
     point_at(url)
     yield app
     gc.collect()  # let pending AsyncResults unsubscribe while our redis-server still runs

@@ -1,0 +1,65 @@
+"""The broker and result-backend plumbing the per-job overhead depends on (service/broker.py,
+celeryconfig.py): kombu's Redis channel reuses one client per pool, messages still go through,
+and one result backend serves every thread of a process."""
+
+from __future__ import annotations
+
+import threading
+
+from kombu import Connection, Exchange, Queue
+
+from service.broker import transport_for
+
+
+def test_transport_chosen_by_scheme() -> None:
+    assert transport_for("redis://127.0.0.1:6379/0") == "service.broker:Transport"
+    assert transport_for("rediss://h:6380/0") == "service.broker:Transport"
+    assert transport_for("sentinel://a:26379/0;sentinel://b:26379/0") == "service.broker:SentinelTransport"
+    assert transport_for("amqp://guest@localhost//") is None  # another broker keeps its own transport
+
+
+def test_the_app_publishes_through_it(celery_app) -> None:
+    with celery_app.connection_for_write() as conn:
+        assert type(conn.transport).__module__ == "service.broker"
+
+
+def test_one_client_per_pool_and_messages_go_through(redis_server) -> None:
+    url = f"{redis_server.url}/5"
+    queue = Queue("broker-test", Exchange("broker-test", type="direct"), routing_key="broker-test")
+    with Connection(url, transport=transport_for(url)) as conn:
+        channel = conn.default_channel
+        first = channel._create_client()
+        assert channel._create_client() is first  # not a new redis.Redis per command
+        producer = conn.Producer(serializer="json")
+        for i in range(3):
+            producer.publish({"n": i}, exchange=queue.exchange, routing_key="broker-test", declare=[queue])
+        got = []
+        with conn.Consumer(queue, callbacks=[lambda body, message: (got.append(body["n"]), message.ack())],
+                           accept=["json"]):
+            while len(got) < 3:
+                conn.drain_events(timeout=10)
+        assert got == [0, 1, 2]
+        # kombu drops its pools after a connection error: the client follows the new pool
+        channel._disconnect_pools()
+        second = channel._create_client()
+        assert second is not first and second.connection_pool is channel.pool
+        assert second.ping()
+        assert channel._create_client(asynchronous=True) is not second  # the consumer's own pool
+
+
+def test_one_result_backend_per_process() -> None:
+    """Celery's default is a backend (and Redis pool) per thread, i.e. per gevent greenlet: a
+    new one, with a new connection, for every API request. The project's configuration makes
+    one per process (the tests' own app, beside in-process workers, keeps one per thread)."""
+    from celery import Celery
+
+    app = Celery("aurum-broker-test")
+    app.config_from_object("celeryconfig")
+    shared = app.backend  # made once, as the API does at start (api/jobs.py)
+    seen = []
+    threads = [threading.Thread(target=lambda: seen.append(app.backend)) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(seen) == 3 and all(b is shared for b in seen)
