@@ -15,7 +15,7 @@ from apispec import BasePlugin
 from flask import current_app, g, request
 
 from aurum import errors
-from service.keys import ApiKey, KeyStore, TOKEN_PREFIX
+from service.keys import ApiKey, KeyStore, TOKEN_PREFIX, key_id, well_formed
 
 from .tokens import TokenRejected, TokenVerifier
 
@@ -99,7 +99,10 @@ def _from_token(token: str) -> ApiKey:
 
 
 def authenticate() -> None:
-    """before_request: sets ``g.client`` and checks its role for the path."""
+    """before_request: sets ``g.client`` and checks its role for the path. An API key is looked
+    up by the rate limiter's check, in the round trip that counts the request (api/limits.py):
+    this leaves its id in ``g.key_id``, and the limiter sets ``g.client`` and calls
+    :func:`authorize`."""
     needed = required_role(request.path)
     if needed is None or request.method == "OPTIONS":
         return  # a CORS preflight carries no credentials by design (flask-cors answers it)
@@ -116,12 +119,23 @@ def authenticate() -> None:
         kind, token = presented
         if kind == "jwt":
             g.client = _from_token(token)
-        else:
+        elif not well_formed(token):
+            raise InvalidApiKey()
+        elif "aurum.limiter" in current_app.extensions:
+            g.key_id = key_id(token)
+            return
+        else:  # an app without the limiter (none is built so today) looks the key up itself
             key = store.lookup(token)
             if key is None:
                 raise InvalidApiKey()
             g.client = key
-    if RANK.get(g.client.role, 0) < RANK[needed]:
+    authorize()
+
+
+def authorize() -> None:
+    """403 unless ``g.client``'s role reaches the one the path needs."""
+    needed = required_role(request.path)
+    if needed is not None and RANK.get(g.client.role, 0) < RANK[needed]:
         raise Forbidden(f"This endpoint needs the {needed} role; these credentials carry {g.client.role}.")
 
 

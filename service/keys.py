@@ -50,6 +50,11 @@ def key_id(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+def well_formed(token: str) -> bool:
+    """Whether ``token`` could be a key at all (anything else is refused without a lookup)."""
+    return token.startswith(TOKEN_PREFIX) and len(token) <= 100
+
+
 class KeyStore:
     def __init__(self, client) -> None:  # a redis.Redis
         self.redis = client
@@ -72,7 +77,7 @@ class KeyStore:
 
     def lookup(self, token: str) -> ApiKey | None:
         """The active key for ``token``, or None (unknown, malformed or revoked)."""
-        if not token.startswith(TOKEN_PREFIX) or len(token) > 100:
+        if not well_formed(token):
             return None
         raw = self.redis.get(keyspace.api_key(key_id(token)))
         if raw is None:
