@@ -262,8 +262,14 @@ def _drift(stack: Stack, since: float) -> dict:
 
 
 def _phase(stack: Stack, http: requests.Session, images: list[bytes]) -> float:
-    """Score ``images`` in windows of their own; the phase's start time."""
+    """Score ``images`` in windows of their own; the phase's start time.
+
+    The phase starts just after a window boundary, a whole window after the previous phase: the
+    CLI reads ``--last`` against its own clock a moment later (seconds, on a loaded machine), and
+    that later start must still fall in the phase's first window, or its first faces are lost."""
     time.sleep(WINDOW + 0.5)
+    boundary = (time.time() // WINDOW + 1) * WINDOW
+    time.sleep(max(0.0, boundary + 0.1 - time.time()))
     start = time.time()
     for data in images:
         score(stack, http, data)
