@@ -121,14 +121,9 @@ def authenticate() -> None:
             g.client = _from_token(token)
         elif not well_formed(token):
             raise InvalidApiKey()
-        elif "aurum.limiter" in current_app.extensions:
+        else:
             g.key_id = key_id(token)
             return
-        else:  # an app without the limiter (none is built so today) looks the key up itself
-            key = store.lookup(token)
-            if key is None:
-                raise InvalidApiKey()
-            g.client = key
     authorize()
 
 

@@ -127,7 +127,7 @@ class Limiter:
         verdict on ``budgets_for(its rate)`` (None when there are no budgets), in one call."""
         with self._lock:
             rate = self._rates.get(key_id, "")
-        for _ in range(3):  # a second try only when this process had not seen the key's rate yet
+        for _ in range(2):  # a second try only when this process had not seen the key's rate (fixed at creation)
             record, verdict = self._run(budgets_for(rate or None), (keyspace.api_key(key_id), rate))
             if record is None:
                 return None, None
@@ -137,7 +137,7 @@ class Limiter:
             rate = key.rate or ""
             with self._lock:
                 self._rates[key_id] = rate
-        raise redis.RedisError("the key's rate changed under three tries in a row")
+        raise redis.RedisError("the key's rate changed between two tries")
 
     def _run(self, budgets: list[Budget], key: tuple[str, str] | None) -> tuple[bytes | None, Verdict | None]:
         keys: list[str] = [key[0]] if key else []
@@ -151,9 +151,7 @@ class Limiter:
         now = time.time()
         out = self.script(keys=keys, args=args)
         code, record = int(out[0]), out[1] or None
-        if code == 2 or code == 3:  # no such key / another rate: nothing was counted
-            return record, None
-        if not spans:
+        if code in (2, 3) or not spans:  # no such key / another rate: nothing was counted
             return record, None
         rows = [(w, cost, int(out[2 + 2 * i]), int(out[3 + 2 * i])) for i, (w, cost) in enumerate(spans)]
         tightest = min(rows, key=lambda r: r[0].amount - r[2])
