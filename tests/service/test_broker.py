@@ -63,3 +63,31 @@ def test_one_result_backend_per_process() -> None:
     for t in threads:
         t.join()
     assert len(seen) == 3 and all(b is shared for b in seen)
+
+
+def test_a_success_is_stored_without_reading_first_and_never_overwritten_by_another_state(celery_app) -> None:
+    """service/backend.py: Celery reads a job's stored state before every store so that nothing
+    overwrites a SUCCESS; a SUCCESS is stored without that read (a round trip and an unseal per
+    job), and a later FAILURE or STARTED still leaves a stored SUCCESS alone."""
+    import secrets
+
+    from celery import states
+
+    backend = celery_app.backend
+    job_id = secrets.token_hex(16)
+    reads = []
+    original = backend._get_task_meta_for
+    backend._get_task_meta_for = lambda task_id: (reads.append(task_id), original(task_id))[1]
+    try:
+        backend.store_result(job_id, None, states.STARTED)
+        assert reads == [job_id]  # Celery's check, kept for every state but SUCCESS
+        backend.store_result(job_id, {"n": 1}, states.SUCCESS)
+        backend.store_result(job_id, {"n": 2}, states.SUCCESS)  # a rerun's identical outcome may overwrite
+        assert reads == [job_id]
+        backend.store_result(job_id, ValueError("late"), states.FAILURE)
+        backend.store_result(job_id, None, states.STARTED)
+    finally:
+        del backend._get_task_meta_for
+    meta = backend.get_task_meta(job_id)
+    assert meta["status"] == states.SUCCESS and meta["result"] == {"n": 2}
+    backend.forget(job_id)
