@@ -20,7 +20,7 @@ from celery import states
 
 from aurum.schemas import ScoreOptions
 from aurum import logs
-from service import done, heartbeats, keyspace, queue, routing
+from service import broker, done, heartbeats, keyspace, queue, routing
 from service.cache import ResultCache, cache_key, identity_digest, routed_identity
 from service.config import ServiceSettings
 from service.contract import SCORE_BATCH, SCORE_IMAGE, TASKS, failure, time_limits
@@ -143,15 +143,21 @@ class Jobs:
                 # follower keeps its own image, to run alone if the leader is deleted or cancelled.
                 record["follows"] = leader
         try:
-            with self.redis.pipeline(transaction=False) as pipe:  # images and record: one round trip
+            # images, record and message: one round trip when the broker is this Redis
+            published = "follows" in record
+            with self.redis.pipeline(transaction=False) as pipe:
                 for data in images:
                     record["images"].append(self.images.put(data, pipe))
                 self.records.save(job_id, record, pipe)
-                if "follows" not in record:  # work arriving, for the autoscaler (workers/autoscale.py)
+                if not published:  # work arriving, for the autoscaler (workers/autoscale.py)
                     second = keyspace.arrivals(int(time.time()))
                     pipe.incrby(second, len(images)).expire(second, 120)
+                    if queue.shares_redis(self.settings):
+                        with broker.into(pipe):
+                            self._publish(job_id, record)
+                        published = True
                 pipe.execute()
-            if "follows" not in record:
+            if not published:
                 self._publish(job_id, record)
         except Exception:
             self._cleanup(job_id, record)

@@ -8,8 +8,10 @@ from typing import Any
 
 from celery import Celery
 
+from . import broker, connections
 from .backend import backend_url
 from .broker import transport_for
+from .config import ServiceSettings
 
 app = Celery("aurum")
 app.config_from_object("celeryconfig")
@@ -31,3 +33,11 @@ def publish(task_name: str, args: tuple, job_id: str, headers: dict[str, Any],
     # tenth of its cost (~0.3 ms per publish, bench/profile_api.py).
     app.send_task(task_name, args=args, task_id=job_id, headers=headers,
                   argsrepr=repr(args)[:app.amqp.argsrepr_maxsize], kwargsrepr="{}", **(limits or {}))
+
+
+def shares_redis(settings: ServiceSettings) -> bool:
+    """Whether the broker is ``settings``' own Redis and database, through service/broker.py's
+    transport: then a publish may join a pipeline of that Redis's clients (:func:`broker.into`)."""
+    conf = app.conf
+    return conf.broker_url == connections.celery_url(settings) and \
+        conf.broker_transport is not None and conf.broker_transport == transport_for(conf.broker_url)

@@ -91,3 +91,49 @@ def test_a_success_is_stored_without_reading_first_and_never_overwritten_by_anot
     meta = backend.get_task_meta(job_id)
     assert meta["status"] == states.SUCCESS and meta["result"] == {"n": 2}
     backend.forget(job_id)
+
+
+def test_a_publish_joins_the_callers_pipeline(redis_server) -> None:
+    """service/broker.into: a message published inside it is queued on the caller's pipeline, sent
+    with the caller's own writes when it executes (a submission's one round trip), and not at
+    all when it is discarded; outside it, publishing is kombu's own."""
+    import redis
+
+    from service.broker import into
+
+    url = f"{redis_server.url}/5"
+    client = redis.Redis.from_url(url)
+    queue = Queue("into-test", Exchange("into-test", type="direct"), routing_key="into-test")
+    with Connection(url, transport=transport_for(url)) as conn:
+        producer = conn.Producer(serializer="json")
+        producer.publish({"n": 0}, exchange=queue.exchange, routing_key="into-test", declare=[queue])
+        assert client.llen("into-test") == 1
+        with client.pipeline(transaction=False) as pipe:
+            pipe.set("into-test:record", "r")
+            with into(pipe):
+                producer.publish({"n": 1}, exchange=queue.exchange, routing_key="into-test", declare=[queue])
+            assert client.llen("into-test") == 1 and not client.exists("into-test:record")  # nothing sent yet
+            pipe.execute()
+        assert client.llen("into-test") == 2 and client.get("into-test:record") == b"r"
+        with client.pipeline(transaction=False) as pipe:
+            with into(pipe):
+                producer.publish({"n": 2}, exchange=queue.exchange, routing_key="into-test", declare=[queue])
+            pipe.reset()  # a submission that failed before its round trip: no message either
+        producer.publish({"n": 3}, exchange=queue.exchange, routing_key="into-test", declare=[queue])
+        got = []
+        with conn.Consumer(queue, callbacks=[lambda body, message: (got.append(body["n"]), message.ack())],
+                           accept=["json"]):
+            while len(got) < 3:
+                conn.drain_events(timeout=10)
+        assert got == [0, 1, 3]
+    client.delete("into-test:record")
+
+
+def test_the_api_publishes_in_its_pipeline_only_onto_its_own_redis(celery_app) -> None:
+    from service import queue
+    from service.config import ServiceSettings
+
+    settings = ServiceSettings.from_env(redis_url=celery_app.conf.broker_url)
+    assert queue.shares_redis(settings)
+    other = celery_app.conf.broker_url.rsplit("/", 1)[0] + "/7"  # another database
+    assert not queue.shares_redis(ServiceSettings.from_env(redis_url=other))
