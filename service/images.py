@@ -29,7 +29,10 @@ class ImageStore:
         return key
 
     def get(self, key: str) -> bytes:
-        blob = self.redis.get(key)
+        return self.open(key, self.redis.get(key))
+
+    def open(self, key: str, blob: bytes | None) -> bytes:
+        """The image in ``blob``, as read from ``key`` (None: it was gone)."""
         if blob is None:
             raise ImageExpired(key)
         return self.sealer.unseal(blob, key.encode())

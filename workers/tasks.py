@@ -65,17 +65,21 @@ def image_expired() -> JobFailed:
 class ScoringTask(Task):
     abstract = True
 
-    def begin(self) -> None:
+    def begin(self, image_key: str | None = None) -> None:
         """The start of every run. A job deleted through the API is dropped (acknowledged,
         nothing stored). A job whose message keeps coming back (its image kills the worker)
         fails POISON_MESSAGE instead of looping forever: executions minus our own retries are
         deliveries. A redelivered job whose outcome was stored before its worker died is not
-        run again."""
+        run again. ``image_key``: read in the same round trip, for :func:`image_of`."""
         job_id = self.request.id
         counter = keyspace.deliveries(self.name, job_id)
         store = runtime.images().redis
         with store.pipeline(transaction=False) as pipe:
-            deleted, attempts, _ = pipe.exists(keyspace.deleted(job_id)).incr(counter).expire(counter, 24 * 3600).execute()
+            pipe.exists(keyspace.deleted(job_id)).incr(counter).expire(counter, 24 * 3600)
+            if image_key:
+                pipe.get(image_key)
+            deleted, attempts, _, *blob = pipe.execute()
+        self.request.aurum_image = (image_key, blob[0]) if image_key else None
         if deleted:
             store.delete(counter)
             self.backend.forget(job_id)  # the STARTED state Celery stored (task_track_started)
@@ -130,7 +134,9 @@ def job_outcome(task: ScoringTask, keys: tuple[str, ...], options: dict | None, 
     outcome = "dropped"
     try:
         try:
-            task.begin()  # a deleted or already ended job is dropped here, a poison one fails
+            # a deleted or already ended job is dropped here, a poison one fails; a single
+            # image is read in the same round trip
+            task.begin(keys[0] if task.name == SCORE_IMAGE else None)
             outcome = "failed"
             yield
             outcome = "succeeded"
@@ -191,6 +197,14 @@ def header(task: Task, name: str) -> Any:
     """A custom message header the API set (Celery exposes them on the request)."""
     value = task.request.get(name) if hasattr(task.request, "get") else getattr(task.request, name, None)
     return value if value is not None else (getattr(task.request, "headers", None) or {}).get(name)
+
+
+def image_of(task: Task, key: str) -> bytes:
+    """The image ``key``, as :meth:`ScoringTask.begin` read it, or read now."""
+    prefetched = getattr(task.request, "aurum_image", None)
+    if prefetched is not None and prefetched[0] == key:
+        return runtime.images().open(key, prefetched[1])
+    return runtime.images().get(key)
 
 
 def propagated_headers(task: Task) -> dict[str, Any]:
@@ -338,7 +352,7 @@ def score_image(self: ScoringTask, image_key: str, options: dict | None = None,
     job published directly leaves it out and shares the unscoped entries."""
     with job_outcome(self, (image_key,), options, batch=False):
         opts = load_options(options)
-        data = runtime.images().get(image_key)
+        data = image_of(self, image_key)
         pipe, route = _served(self, _route(self, data))
         claim = _key_for(data, opts, route) if cache_key is None else cache_key
         self.request.aurum_claims = (claim,) if claim else ()  # identical submissions follow this job until it ends
