@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import time
 import secrets
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -68,12 +69,14 @@ class Jobs:
 
     # --- submit -------------------------------------------------------------------------------
     def submit(self, images: list[bytes], options: ScoreOptions, batch: bool, owner: str,
-               rejected: dict[int, dict] | None = None, names: list[str | None] | None = None
-               ) -> tuple[str, dict[str, Any]]:
+               rejected: dict[int, dict] | None = None, names: list[str | None] | None = None,
+               validate: Callable[[], None] | None = None) -> tuple[str, dict[str, Any]]:
         """Accept a job: from cache, attached to an identical job in flight, or enqueued. Only
         then does the caller get its job id (and the job's record, to wait without reading it
-        back). Cache entries and claims are scoped to the owner (see service/cache.py)."""
-        job_id, record = self._accept(images, options, batch, owner, rejected, names)
+        back). Cache entries and claims are scoped to the owner (see service/cache.py).
+        ``validate``: the image checks, run unless the cache answers (those very bytes were
+        checked and scored before)."""
+        job_id, record = self._accept(images, options, batch, owner, rejected, names, validate)
         if self.settings.redis_wait_replicas:
             self._replicated(job_id)
         return job_id, record
@@ -110,7 +113,8 @@ class Jobs:
         return count
 
     def _accept(self, images: list[bytes], options: ScoreOptions, batch: bool, owner: str,
-                rejected: dict[int, dict] | None, names: list[str | None] | None) -> tuple[str, dict[str, Any]]:
+                rejected: dict[int, dict] | None, names: list[str | None] | None,
+                validate: Callable[[], None] | None) -> tuple[str, dict[str, Any]]:
         job_id = secrets.token_hex(16)  # 128 random bits: not guessable
         options = options.resolve(self.settings)  # once: the workers and the cache key read these values
         record: dict[str, Any] = {"kind": "batch" if batch else "single", "total": len(images),
@@ -128,15 +132,17 @@ class Jobs:
             identity = routed_identity(identity, record["route"])
             record["identity"] = identity_digest(identity)
             record["cache_keys"] = [cache_key(digest, identity, options, scope=owner) for digest in digests]
-        if not batch and "cache_keys" in record:
-            key = record["cache_keys"][0]
-            hit = self.cache.get(key)
+        key = record["cache_keys"][0] if not batch and "cache_keys" in record else None
+        if key is not None:
+            hit = self.cache.answer(key, lambda doc: self.records.sealed(job_id, {**record, "cached": doc}))
             API_CACHE.labels("miss" if hit is None else "hit").inc()
-            if hit is not None:
+            if hit is not None:  # answered: its record (with the result) is stored
                 record["cached"] = hit
-                self.records.save(job_id, record)
                 SUBMISSIONS.labels("single", "cached").inc()
                 return job_id, record
+        if validate is not None:
+            validate()
+        if key is not None:
             leader = self.cache.claim(key, job_id, self.settings.task_time_limit * 2)
             if leader is not None:
                 # The same owner, image and options are being scored now: follow that job. The
@@ -228,6 +234,13 @@ class Jobs:
         self.records.save(job_id, record, keep_ttl=True)
         self._publish(job_id, record)
 
+    def _still_leads(self, record: dict[str, Any], leader: str) -> bool:
+        """Whether ``leader`` still holds the in-flight claim a follower's key points to. A leader
+        queued but whose record is not stored yet (its submission's round trip under way) does;
+        one whose submission failed, or that was deleted, released it: promote the follower."""
+        keys = record.get("cache_keys") or []
+        return bool(keys) and self.cache is not None and self.cache.leader(keys[0]) == leader
+
     def _cleanup(self, job_id: str, record: dict[str, Any]) -> None:
         """Undo a submission that failed: its images, record and claim."""
         try:
@@ -269,7 +282,8 @@ class Jobs:
         meta = self.backend.get_task_meta(effective)
         state = meta["status"]
         if effective != job_id:
-            if state == states.REVOKED or (state == states.PENDING and not self.records.exists(effective)):
+            if state == states.REVOKED or (state == states.PENDING and not self.records.exists(effective)
+                                           and not self._still_leads(record, effective)):
                 self._promote(job_id, record)
                 effective, meta = job_id, self.backend.get_task_meta(job_id)
                 state = meta["status"]

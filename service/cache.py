@@ -18,6 +18,7 @@ import dataclasses
 import hashlib
 import json
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -76,6 +77,7 @@ class ResultCache:
         self._lock = threading.Lock()  # cachetools caches are not thread-safe (a worker's threads, the API's greenlets)
         self._release = client.register_script(_RELEASE)  # made once: a script's sha is computed here
         self._take_over = client.register_script(_TAKE_OVER)
+        self._store_if = client.register_script(_STORE_IF)
 
     def get(self, key: str) -> dict[str, Any] | None:
         with self._lock:
@@ -95,6 +97,26 @@ class ResultCache:
         with self._lock:
             self._l1[key] = doc
         return doc
+
+    def answer(self, key: str, sealed_record: Callable[[dict[str, Any]], tuple[str, bytes, int]]
+               ) -> dict[str, Any] | None:
+        """:meth:`get`, and on a hit the record of the job it answers stored too
+        (``sealed_record(doc)``: its key, sealed value and TTL). An L1 hit is one script (the
+        entry's EXISTS, then the record's SET): one round trip; an L2 hit reads, then writes."""
+        with self._lock:
+            doc = self._l1.get(key)
+        if doc is None:
+            doc = self.get(key)
+            if doc is not None:
+                name, blob, ttl = sealed_record(doc)
+                self.redis.set(name, blob, ex=ttl)
+            return doc
+        name, blob, ttl = sealed_record(doc)
+        if self._store_if(keys=[keyspace.cache(key), name], args=[blob, ttl]):
+            return doc
+        with self._lock:
+            self._l1.pop(key, None)
+        return None
 
     def put(self, key: str, doc: dict[str, Any]) -> None:
         name = keyspace.cache(key)
@@ -124,6 +146,10 @@ class ResultCache:
         """Become the job computing ``key`` (returns None), or get the id of the one that is."""
         if self.redis.set(keyspace.inflight(key), job_id, nx=True, ex=ttl):
             return None
+        return self.leader(key)
+
+    def leader(self, key: str) -> str | None:
+        """The id of the job computing ``key`` now, if any."""
         leader = self.redis.get(keyspace.inflight(key))
         return leader.decode() if leader else None
 
@@ -139,6 +165,15 @@ class ResultCache:
         a deleted or cancelled leader), so that later identical uploads follow ``new``."""
         if keys:
             self._take_over(keys=[keyspace.inflight(k) for k in keys], args=[old, new, ttl])
+
+
+# KEYS: a cache entry, a job record; ARGV: the record's sealed value and TTL. The record is
+# stored only while the entry exists (cleared, or evicted by a DELETE elsewhere: a miss).
+_STORE_IF = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[2])
+return 1
+"""
 
 
 _TAKE_OVER = """

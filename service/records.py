@@ -21,12 +21,16 @@ class JobRecords:
              keep_ttl: bool = False) -> None:
         """Store (or replace) a record; on ``pipe`` when given. ``keep_ttl``: an update that
         does not extend the job's life."""
-        key = keyspace.job(job_id)
-        sealed = self.sealer.seal_json(record, key.encode())
+        key, sealed, _ = self.sealed(job_id, record)
         if keep_ttl:
             (pipe or self.redis).set(key, sealed, keepttl=True)
         else:
             (pipe or self.redis).set(key, sealed, ex=self.ttl)
+
+    def sealed(self, job_id: str, record: dict[str, Any]) -> tuple[str, bytes, int]:
+        """What :meth:`save` stores: the record's key, its sealed value and its TTL."""
+        key = keyspace.job(job_id)
+        return key, self.sealer.seal_json(record, key.encode()), self.ttl
 
     def load(self, job_id: str) -> dict[str, Any] | None:
         key = keyspace.job(job_id)

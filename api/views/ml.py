@@ -88,8 +88,9 @@ def score():
     data, raw_options = uploads.read_single(request)
     wait = _wait_seconds(raw_options)
     options = load_options(raw_options)  # validate now: a bad option is the client's 400, not a failed job
-    probe(data, _settings())  # size, format and header checks before the job is accepted
-    job_id, record = _jobs().submit([data], options, batch=False, owner=client_id())
+    # size, format and header checks before the job is accepted (not for a cache hit: those bytes passed them)
+    job_id, record = _jobs().submit([data], options, batch=False, owner=client_id(),
+                                    validate=lambda: probe(data, _settings()))
     return _accepted(job_id, record, wait)
 
 

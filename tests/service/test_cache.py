@@ -117,6 +117,49 @@ def test_expiry_and_eviction_reach_l1(redis_server) -> None:
     assert cache.get("k") is None and r.get("aurum:cache:k") is None
 
 
+def test_a_hit_stores_the_record_that_answers_it_and_an_evicted_entry_stores_nothing(redis_server) -> None:
+    """ResultCache.answer: an L1 hit is confirmed and its job's record stored in one script, an
+    L2 hit reads then stores, and an entry evicted by another process is a miss that stores no
+    record (the caller then queues the job)."""
+    r = redis_lib.Redis.from_url(f"{redis_server.url}/3")
+    sealer = ServiceSettings.from_env().sealer
+    cache, other_process = ResultCache(r, sealer, ttl=60), ResultCache(r, sealer, ttl=60)
+    cache.put("answer-k", {"faces": [1]})
+    sealed = lambda name: lambda doc: (name, sealer.seal_json({"cached": doc}, name.encode()), 30)  # noqa: E731
+    assert cache.answer("answer-k", sealed("answer-rec:l1")) == {"faces": [1]}  # from L1
+    assert sealer.unseal_json(r.get("answer-rec:l1"), b"answer-rec:l1") == {"cached": {"faces": [1]}}
+    assert 0 < r.ttl("answer-rec:l1") <= 30
+    assert other_process.answer("answer-k", sealed("answer-rec:l2")) == {"faces": [1]}  # from Redis
+    assert r.exists("answer-rec:l2")
+    other_process.evict("answer-k")
+    assert cache.answer("answer-k", sealed("answer-rec:gone")) is None
+    assert not r.exists("answer-rec:gone") and cache.get("answer-k") is None
+    r.delete("answer-rec:l1", "answer-rec:l2")
+
+
+def test_a_follower_waits_for_a_leader_still_storing_its_submission(client, fresh) -> None:
+    """A follower whose leader holds the claim but has no record yet (its submission's round
+    trip under way) is not promoted to a job of its own; once the claim is gone (the leader's
+    submission failed and let it go) it is."""
+    jobs = client.application.extensions["aurum.jobs"]
+    r = jobs.redis
+    data = unique_photo(7)
+    leader = "f" * 32  # a leader whose record is not stored yet
+    first = upload(client, data).get_json()["job_id"]
+    record = jobs.records.load(first)
+    key = record["cache_keys"][0]
+    wait_done(client, f"/api/ml/jobs/{first}")
+    jobs.cache.evict(key)
+    r.set(f"aurum:inflight:{key}", leader, ex=60)
+    follower = upload(client, data).get_json()["job_id"]
+    assert jobs.records.load(follower)["follows"] == leader
+    assert client.get(f"/api/ml/jobs/{follower}").get_json()["status"] == "queued"
+    assert "follows" in jobs.records.load(follower) and executions(r, follower) == 0
+    r.delete(f"aurum:inflight:{key}")  # the leader's submission failed: its cleanup lets the claim go
+    doc = wait_done(client, f"/api/ml/jobs/{follower}")
+    assert doc["status"] == "succeeded" and executions(r, follower) == 1
+
+
 def test_model_version_change_misses() -> None:
     settings = ServiceSettings.from_env()
     opts = ScoreOptions().resolve(settings)
