@@ -40,7 +40,7 @@ COMPONENTS = {
     "multipart parsing": ("api/uploads.py:read_single",),
     "API key lookup": ("api/auth.py:authenticate",),
     "images + record to Redis": ("api/jobs.py:_save", "images.py:put"),
-    "cache lookup": ("service/cache.py:get",),
+    "cache lookup": ("service/cache.py:answer",),
     "options": ("aurum/schemas.py:load_options",),
     "header probe": ("aurum/image.py:probe",),
     "status read": ("api/jobs.py:_status",),
