@@ -90,6 +90,10 @@ class ResultCache:
             with self._lock:
                 self._l1.pop(key, None)
             return None
+        return self._read(key)
+
+    def _read(self, key: str) -> dict[str, Any] | None:
+        """The entry from Redis (L2), kept in L1 too."""
         raw = self.redis.get(keyspace.cache(key))
         if raw is None:
             return None
@@ -106,7 +110,7 @@ class ResultCache:
         with self._lock:
             doc = self._l1.get(key)
         if doc is None:
-            doc = self.get(key)
+            doc = self._read(key)
             if doc is not None:
                 name, blob, ttl = sealed_record(doc)
                 self.redis.set(name, blob, ex=ttl)
