@@ -38,7 +38,7 @@ class FormParser(FormDataParser):
     """Werkzeug's form parser, with multipart bodies parsed by ``multipart`` (PyPI, a maintained
     push parser) first: 0.035-0.05 ms for a 100 KB photo against werkzeug's 0.22 ms, and no
     regular expressions compiled per boundary (a browser sends a new boundary with every upload:
-    ~1 ms more each with werkzeug's). A body it refuses or finds unusual (a header line or count
+    a whole request 0.61 against 0.35 ms with werkzeug's, 0.18 either way here). A body it refuses or finds unusual (a header line or count
     over its limits, an empty part without its CRLF, as werkzeug's own test client writes one)
     goes to werkzeug's parser, which decides as it always did. What the endpoints see is
     unchanged: files in memory as ``FileStorage`` (a photo is biometric data and never touches
