@@ -7,8 +7,8 @@ COPY aurum aurum
 COPY service service
 COPY workers workers
 COPY api api
-# read from the working directory: gunicorn's settings (metrics across workers), Celery's, Flower's
-COPY gunicorn.conf.py celeryconfig.py flowerconfig.py Procfile ./
+# read from the working directory: Celery's settings and Flower's
+COPY celeryconfig.py flowerconfig.py Procfile ./
 RUN pip install --no-cache-dir -c requirements.lock -e . \
  && useradd --system --uid 10001 --no-create-home --home-dir /app aurum
 USER aurum

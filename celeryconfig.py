@@ -21,11 +21,11 @@ broker_url = os.environ.get("CELERY_BROKER_URL", celery_url(_s))
 broker_transport = transport_for(broker_url)
 # Redis, without subscribing to every result channel at submit time (see service/backend.py).
 result_backend = backend_url(os.environ.get("CELERY_RESULT_BACKEND", celery_url(_s)))
-# One backend object (and Redis pool) per process: Celery's default makes one per thread, and
-# gevent's threading.local is per greenlet, so every API request built a backend of its own
-# (entry points scanned, a new pool and a new Redis connection; ~5 % of the API's CPU under
-# load, bench/profile_stack.py). redis-py's pools are thread- and greenlet-safe; the API only
-# reads and forgets results (never AsyncResult.get(), whose pub/sub consumer is not shared).
+# One backend object (and Redis pool) per process: Celery's default makes one per thread, and the
+# API's server threads come and go (under gevent it was one per greenlet, i.e. per request: entry
+# points scanned, a new pool and a new Redis connection, ~5 % of the API's CPU under load,
+# bench/profile_stack.py). redis-py's pools are thread-safe; the API only reads and forgets
+# results (never AsyncResult.get(), whose pub/sub consumer is not shared).
 result_backend_thread_safe = True
 # Behind Sentinels: the primary's name and the Sentinels' own credentials.
 result_backend_transport_options = celery_transport_options(_s)

@@ -1,4 +1,4 @@
-"""The Flask application factory. ``gunicorn 'api:create_app()'`` serves it."""
+"""The Flask application factory. ``python -m api.serve`` serves it (api/serve.py)."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def create_app(settings: ServiceSettings | None = None) -> Flask:
         tokens = auth.verifier(settings)  # an unreadable JWKS fails here, not at the first request
     except ValueError as exc:  # one clear line at start, not a traceback
         print(f"aurum: invalid setting: {exc}", file=sys.stderr)
-        raise SystemExit(3) from None  # gunicorn's "worker failed to boot": stop, do not respawn
+        raise SystemExit(3) from None  # a server worker that cannot start stops here
     logs.configure(settings.log_level)
     if settings.sentry_dsn:
         from sentry_sdk.integrations.flask import FlaskIntegration

@@ -1,6 +1,6 @@
 """Request ids, access logs and Prometheus metrics for the web process.
 
-Under gunicorn with several workers, set ``PROMETHEUS_MULTIPROC_DIR`` (the Procfile does) and
+With several server workers, set ``PROMETHEUS_MULTIPROC_DIR`` (``api/serve.py`` does) and
 ``/metrics`` aggregates every worker process; queue depth is read from Redis at scrape time.
 """
 

@@ -1,5 +1,5 @@
 """Aurum on several hosts (bench/hosts.py's network namespaces): Redis on one, an API instance
-(the Procfile's gunicorn) on each API host, a Celery worker (the Procfile's) on each worker host,
+(the Procfile's API server) on each API host, a Celery worker (the Procfile's) on each worker host,
 and Debian's HAProxy on the machine itself, in front of the APIs with deploy/haproxy/haproxy.cfg.
 Clients (the tests, the benchmarks) talk to HAProxy; every process reaches Redis at its host's
 address. Used by tests/ha/test_hosts.py and bench/scaleout.py.

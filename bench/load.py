@@ -1,4 +1,4 @@
-"""End-to-end load benchmark: the real service (gunicorn + a prefork celery worker + our own
+"""End-to-end load benchmark: the real service (the API server + a prefork celery worker + our own
 redis-server, from the Procfile) under offered load, against the in-process pipeline measured
 in the same run.
 
@@ -12,7 +12,7 @@ Phases (loopback only, each bounded by --seconds):
 - with the default: single jobs at fixed offered rates (fractions of its peak), open loop;
   batch requests of 1, 8 and 32 images;
 - cache hits (the same photo again and again), by httpx and by wrk (``apt-get install wrk``);
-- CPU seconds per job split between the API (gunicorn), the broker (redis-server), the worker's
+- CPU seconds per job split between the API (granian), the broker (redis-server), the worker's
   main process (celery: messages, acks, batching) and its pool children (the models), and
   worker-child RSS.
 The load generator shares the two cores with the service: figures are a floor, compare ratios.

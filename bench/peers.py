@@ -1,7 +1,7 @@
 """Aurum beside its peers, in one run: the same unique selfies through
 
 - the ceiling: the in-process pipeline in two processes (bench/pipeline.py), no HTTP at all;
-- Aurum: the Procfile's stack (gunicorn + gevent API, a prefork celery worker, our own
+- Aurum: the Procfile's stack (granian API server, a prefork celery worker, our own
   redis-server), cache off, each request ``POST /api/ml/score?wait=20``;
 - direct: the simplest server a user could write, Flask under two gunicorn sync workers calling
   ``Pipeline.score`` in the request (bench/peer_direct.py);

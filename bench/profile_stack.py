@@ -1,4 +1,4 @@
-"""Where the time goes end to end: py-spy samples every process of a live stack (gunicorn
+"""Where the time goes end to end: py-spy samples every process of a live stack (the API server
 workers, the celery worker's main process and children, from the Procfile) while a closed loop
 of clients submits unique selfies with ``?wait=``.
 

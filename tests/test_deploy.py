@@ -27,7 +27,10 @@ def test_procfile_points_at_the_apps() -> None:
 
     commands = procfile()
     assert commands["worker"][:3] == ["celery", "-A", "workers.app"]
-    assert commands["web"][:2] == ["gunicorn", "api:create_app()"] and callable(create_app)
+    assert commands["web"][:3] == ["python", "-m", "api.serve"] and callable(create_app)
+    from api.serve import server
+
+    assert server(commands["web"][3:]).target == "api:create_app"  # its arguments parse
     assert {"aurum.score_image", "aurum.score_batch", "aurum.score_fallback"} <= set(app.tasks)
 
 
@@ -82,7 +85,7 @@ def test_every_compose_service_has_a_healthcheck_and_its_files() -> None:
 def test_the_image_has_what_the_processes_read_and_runs_as_a_user() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
     copied = {word for line in dockerfile.splitlines() if line.startswith("COPY") for word in line.split()[1:-1]}
-    top_level = {p.name for p in ROOT.glob("*.py")}  # gunicorn.conf.py, celeryconfig.py, flowerconfig.py
+    top_level = {p.name for p in ROOT.glob("*.py")}  # celeryconfig.py, flowerconfig.py
     assert top_level and top_level <= copied, f"not in the image: {sorted(top_level - copied)}"
     packages = {p.parent.name for p in ROOT.glob("*/__init__.py") if p.parent.name != "tests"}
     assert packages <= copied, f"packages not in the image: {sorted(packages - copied)}"

@@ -1,4 +1,4 @@
-"""End to end, as deployed: gunicorn and a celery worker started from the Procfile's commands,
+"""End to end, as deployed: the API server and a celery worker started from the Procfile's commands,
 our own redis-server, real photos over HTTP on 127.0.0.1."""
 
 from __future__ import annotations
@@ -191,7 +191,7 @@ def test_logs_are_json_and_carry_the_request_id_into_the_worker(stack) -> None:
 def test_an_upload_in_flight_opens_no_file_in_the_api(stack) -> None:
     """While a 1.5 MB photo is being uploaded (held after 1.2 MB, past Werkzeug's 500 KB spooling
     threshold), no API process has a new file open: the upload stays in memory. The files each
-    gunicorn process had open before (its heartbeat file, libraries) are the baseline."""
+    API server process had open before (its heartbeat file, libraries) are the baseline."""
     import os
     import socket
     import ssl
@@ -253,7 +253,7 @@ def test_an_admin_key_made_by_the_cli_reaches_the_admin_api_and_a_client_key_doe
 
 
 def test_with_tls_on_nothing_answers_in_plain_text(stack) -> None:
-    """The TLS stack's Redis has no plain port and gunicorn serves HTTPS only, so every
+    """The TLS stack's Redis has no plain port and the API serves HTTPS only, so every
     connection the service makes or takes is encrypted (the jobs above ran over them)."""
     import redis
 

@@ -51,7 +51,7 @@ ENV_READ = re.compile(r"environ(?:\.get)?[\[(]\s*\"([A-Z][A-Z0-9_]+)\"")
 
 def _sources() -> list[Path]:
     paths = [p for package in ("aurum", "service", "api", "workers") for p in (ROOT / package).rglob("*.py")]
-    return paths + [ROOT / "celeryconfig.py", ROOT / "gunicorn.conf.py", ROOT / "flowerconfig.py"]
+    return paths + [ROOT / "celeryconfig.py", ROOT / "flowerconfig.py"]
 
 
 def test_every_variable_is_a_setting_and_in_the_readme() -> None:

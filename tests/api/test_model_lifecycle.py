@@ -1,4 +1,4 @@
-"""The model lifecycle on a live stack (gunicorn, a Celery worker of two children, our Redis),
+"""The model lifecycle on a live stack (the API server, a Celery worker of two children, our Redis),
 with two versions of the geometric scorer in the manifest: routes changed at run time take
 effect within seconds without a restart, shadow scoring never changes what a client receives,
 promotion and rollback are gated and audited, a detector is routed like a scorer, and a shifted

@@ -1,4 +1,4 @@
-"""Slow, idle and waiting clients cost the API no request thread (issue 14, part 1), against the
+"""Slow, idle and waiting clients starve nobody (issue 14, part 1), against the
 Procfile's stack on loopback: 64 connections trickling a body (1 byte every 0.5 s), 64 idle
 connections that send nothing, and 64 ``?wait=25`` requests on a job that is still running,
 all open at once, while another key reads its job's status and a probe reads ``/ready``.
@@ -124,6 +124,6 @@ def test_slow_idle_and_waiting_clients_starve_nobody(stack) -> None:
                "failures": {"status": loaded["status_failures"], "ready": loaded["ready_failures"]}}
     record("slow-clients", figures)
     assert loaded["status_failures"] == 0 and loaded["ready_failures"] == 0, figures
-    # gthread (8 threads per host): every read timed out (10 s); gevent: p99 ~9 ms. The bound leaves
+    # gthread (8 threads per host): every read timed out (10 s); gevent: p99 ~9 ms; granian ~6 ms. The bound leaves
     # room for a loaded machine
     assert figures["status_read_under_load"]["p99_ms"] < 2000 and figures["ready_under_load"]["p99_ms"] < 2000, figures

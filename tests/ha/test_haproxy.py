@@ -1,7 +1,7 @@
 """HAProxy (Debian's, on deploy/haproxy/haproxy.cfg: the file compose uses) in front of two API
 instances of one stack: it spreads requests over both, takes an instance that dies or stops
 being ready out within its checks while clients see only 202s or HAProxy's retryable 503 in our
-error shape, and stops a client that trickles its headers before it reaches gunicorn."""
+error shape, and stops a client that trickles its headers before it reaches the API."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ class Fleet:
         self.api2 = self._start_api2()
 
     def kill_api2(self) -> None:
-        """SIGKILL the instance's gunicorn arbiter and its workers: a host gone at once."""
+        """SIGKILL the instance's API server (granian) and its workers: a host gone at once."""
         children = subprocess.run(["pgrep", "-P", str(self.api2.pid)], capture_output=True, text=True).stdout.split()
         self.api2.kill()
         for pid in children:
@@ -144,7 +144,7 @@ def signal_all(pids: list[int], sig: int) -> None:
 
 
 def test_a_client_trickling_its_headers_is_cut_off_by_haproxy(fleet) -> None:
-    """Slowloris: headers one byte every half second never reach gunicorn; HAProxy answers 408
+    """Slowloris: headers one byte every half second never reach the API; HAProxy answers 408
     and closes once AURUM_LB_HEADER_TIMEOUT (2 s here) has passed; others are served meanwhile."""
     with socket.create_connection(("127.0.0.1", fleet.lb.port), timeout=30) as sock:
         start = time.monotonic()

@@ -1,4 +1,4 @@
-"""A live Aurum for tests: our own redis-server, gunicorn and a celery worker started from the
+"""A live Aurum for tests: our own redis-server, the API server (granian) and a celery worker started from the
 Procfile's commands, and an API key made with `aurum keys create`. Loopback only."""
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ class Stack:
     def __init__(self, workdir: Path, appendonly: bool = False, result_ttl: int = 3600,
                  extra_env: dict[str, str] | None = None, fsync: str = "everysec", tls: bool = False,
                  sentinel: bool = False) -> None:
-        """``tls``: HTTPS from gunicorn and Redis over TLS only, with a CA made here
+        """``tls``: HTTPS from the API and Redis over TLS only, with a CA made here
         (``self.certificates.ca``, which ``self.http`` and the processes' requests trust).
         ``sentinel``: Redis is a primary, two replicas and three Sentinels (``self.sentinel``; then
         ``self.redis`` is None) and every process finds it through AURUM_REDIS_SENTINELS."""

@@ -1,5 +1,5 @@
 """A certificate authority of the test's own and a server certificate it signs (for 127.0.0.1 and
-localhost), written as PEM files: what the TLS stack (gunicorn over HTTPS, redis-server with
+localhost), written as PEM files: what the TLS stack (the API over HTTPS, redis-server with
 tls-port) is started with and what its clients trust."""
 
 from __future__ import annotations
