@@ -26,19 +26,26 @@ class AurumApi(Api):
     ERROR_SCHEMA = ErrorSchema  # document default error responses in our one error shape
 
 
+def checked(settings: ServiceSettings | None = None) -> tuple[ServiceSettings, auth.TokenVerifier | None]:
+    """``settings`` (default: this process's) once every value the API needs is usable, and its
+    token verifier; ValueError with the variable's name otherwise. The server (api/serve.py) calls
+    it before starting any worker, so a bad value is one line and an exit, not a boot loop."""
+    settings = settings or config.current()
+    for name, value in (("AURUM_RATE_LIMIT", settings.rate_limit),
+                        ("AURUM_BATCH_IMAGE_LIMIT", settings.batch_image_limit)):
+        try:
+            check_rate(value)
+        except ValueError as exc:
+            raise ValueError(f"{name}: {exc}") from None
+    settings.sealer  # malformed keys fail here (no keys at all: /ready says NO_ENCRYPTION_KEY)
+    return settings, auth.verifier(settings)  # an unreadable JWKS fails here, not at the first request
+
+
 def create_app(settings: ServiceSettings | None = None) -> Flask:
     """The API over ``settings`` (default: this process's, :func:`service.config.current`),
     handed to every part of it; nothing in the API reads the environment itself."""
     try:
-        settings = settings or config.current()
-        for name, value in (("AURUM_RATE_LIMIT", settings.rate_limit),
-                            ("AURUM_BATCH_IMAGE_LIMIT", settings.batch_image_limit)):
-            try:
-                check_rate(value)
-            except ValueError as exc:
-                raise ValueError(f"{name}: {exc}") from None
-        settings.sealer  # malformed keys fail here (no keys at all: /ready says NO_ENCRYPTION_KEY)
-        tokens = auth.verifier(settings)  # an unreadable JWKS fails here, not at the first request
+        settings, tokens = checked(settings)
     except ValueError as exc:  # one clear line at start, not a traceback
         print(f"aurum: invalid setting: {exc}", file=sys.stderr)
         raise SystemExit(3) from None  # a server worker that cannot start stops here

@@ -21,8 +21,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-from service.config import current
-
 
 def server(argv: list[str] | None = None):
     """The granian server the arguments and this process's settings describe (not started)."""
@@ -32,8 +30,10 @@ def server(argv: list[str] | None = None):
     parser.add_argument("--workers", type=int, default=2, help="worker processes")
     parser.add_argument("--threads", type=int, default=128, help="most requests at once per worker")
     args = parser.parse_args(argv)
+    from api.app import checked
+
     try:
-        settings = current()  # read once here: a bad value is one clear line, not a worker boot loop
+        settings, _ = checked()  # here, once: a bad value is one clear line, not a worker boot loop
     except ValueError as exc:
         raise SystemExit(f"aurum: invalid setting: {exc}") from None
     from granian import Granian

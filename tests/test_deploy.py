@@ -106,3 +106,18 @@ def test_the_dashboard_resolves_its_data_source_when_provisioned() -> None:
     assert "DS_PROMETHEUS" in used and used <= variables, sorted(used - variables)
     provisioned = yaml.safe_load((ROOT / "deploy/grafana/datasources.yml").read_text())["datasources"]
     assert [d["type"] for d in provisioned] == ["prometheus"]
+
+
+def test_the_web_command_refuses_a_bad_setting_in_one_line() -> None:
+    """The server checks the settings before it starts a worker: one line and an exit, not a
+    traceback or workers that fail to boot over and over."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "AURUM_RATE_LIMIT": "lots"}
+    out = subprocess.run([sys.executable, "-m", "api.serve", "--bind", "127.0.0.1", "--port", "9"], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode != 0
+    assert out.stderr.strip().splitlines() == [
+        "aurum: invalid setting: AURUM_RATE_LIMIT: not a rate limit: 'lots' (for example \"600/minute;30/second\")"]
