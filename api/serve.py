@@ -2,11 +2,11 @@
 under granian (a Rust HTTP server; WSGI, several worker processes, a pool of Python threads in
 each).
 
-Why granian and not gunicorn: its event loop is Rust, so a connection that is idle, trickles its
-headers or body, or waits on ``?wait=`` costs Python nothing until its request is read (the
-body still streams to the app: a 413 comes before an oversized body is read), and a request
-costs ~0.19 ms of API CPU against gunicorn + gevent's ~0.36 (``GET /health``, wrk, this
-machine); the figures are in the README ("Slow clients", "Where the time goes").
+Why granian and not gunicorn: its event loop is Rust, so a connection that is idle or trickles
+its headers or body costs Python nothing until its request is read (the body still streams to
+the app: a 413 comes before an oversized body is read), and a request costs ~0.25 ms of API CPU
+against gunicorn + gevent's ~0.38 (``GET /health`` on the Procfile stack, wrk, this machine);
+the figures are in the README ("Slow clients", "Where the time goes").
 
 ``--threads`` is the most requests a worker runs at once: a ``?wait=`` request holds one while
 it blocks on its job's stream (a socket read, which releases the GIL), so it is sized for
