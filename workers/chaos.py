@@ -1,11 +1,12 @@
 """Fault injection for the reliability tests (tests/chaos, RELIABILITY.md). Off unless
 ``AURUM_CHAOS`` is set, which no deployment does:
 
-    AURUM_CHAOS='{"crash": ["<sha256 of an image>"], "sleep": {"<sha256>": 60}}'
+    AURUM_CHAOS='{"crash": ["<sha256 of an image>"], "sleep": {"<sha256>": 60}, "stuck": {"<sha256>": 60}}'
 
 ``crash``: the worker process that takes a job with this image kills itself (SIGKILL), as a
-decoder segfault would: the poison-message path. ``sleep``: the job hangs that many seconds:
-the time-limit path.
+decoder segfault would: the poison-message path. ``sleep``: the job hangs that many seconds,
+interruptibly: the soft time-limit path. ``stuck``: it hangs deaf to the soft limit's signal, as
+a native call that never returns would: only the hard limit (the pool kills the child) ends it.
 """
 
 from __future__ import annotations
@@ -35,3 +36,11 @@ def inject(data: bytes) -> None:
         deadline = time.monotonic() + float(seconds)
         while time.monotonic() < deadline:  # interruptible, like real work: the soft limit can stop it
             time.sleep(0.05)
+    seconds = plan.get("stuck", {}).get(digest)
+    if seconds:
+        # the soft limit is SIGUSR1 (billiard); held pending, it is never delivered while stuck
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+        try:
+            time.sleep(float(seconds))
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)

@@ -21,6 +21,7 @@ from tests.helpers.photos import encode, group_photo, photo_bytes, unique_photo
 
 ROOT = Path(__file__).resolve().parents[2]
 HUNG = unique_photo(5200)  # its job sleeps (AURUM_CHAOS) until a time limit stops it
+STUCK = unique_photo(5201)  # its job hangs deaf to the soft limit (AURUM_CHAOS): only the hard limit ends it
 SLOWISH = [unique_photo(5250 + i) for i in range(4)]  # each costs 1.5 s: slow, within an image's budget
 
 
@@ -28,7 +29,8 @@ SLOWISH = [unique_photo(5250 + i) for i in range(4)]  # each costs 1.5 s: slow, 
 def live_worker(celery_app, tmp_path_factory):
     # AURUM_REDIS_URL: set by celery_app
     chaos = json.dumps({"sleep": {hashlib.sha256(HUNG).hexdigest(): 600,
-                                  **{hashlib.sha256(p).hexdigest(): 1.5 for p in SLOWISH}}})
+                                  **{hashlib.sha256(p).hexdigest(): 1.5 for p in SLOWISH}},
+                        "stuck": {hashlib.sha256(STUCK).hexdigest(): 600}})
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "AURUM_CHAOS": chaos}
     log_path = tmp_path_factory.mktemp("worker") / "worker.log"
     log = open(log_path, "w")
@@ -162,18 +164,23 @@ def test_each_image_of_a_batch_has_its_own_time_budget(live_worker) -> None:
 
 
 def test_a_hard_time_limit_ends_the_job_timeout_once(live_worker, celery_app) -> None:
-    """The hard limit kills the child: the job fails TIMEOUT, is not redelivered as a worker
-    crash (no POISON_MESSAGE), and the pool replaces the child."""
+    """A job deaf to its soft limit (stuck in a native call) is ended by the hard limit: the pool
+    kills the child, the job fails TIMEOUT, is not redelivered as a worker crash (no
+    POISON_MESSAGE), and the pool replaces the child. The soft limit comes first, as in every
+    deployment: Celery's prefork pool starts the hard timer only once the soft one has fired, so
+    a hard limit below the soft one would not be the limit that ends the job."""
     from service.contract import failure
     from workers import runtime
     from service.keyspace import deliveries
     from workers.tasks import score_image
 
     children = pool_children(live_worker.pid)
-    slow = score_image.apply_async(args=(runtime.images().put(HUNG),), soft_time_limit=50, time_limit=3)
+    started = time.monotonic()
+    slow = score_image.apply_async(args=(runtime.images().put(STUCK),), soft_time_limit=2, time_limit=5)
     with pytest.raises(Exception) as failed:
         slow.get(timeout=120)
-    assert failure(failed.value)["error"]["code"] == "TIMEOUT"
+    assert failure(failed.value) == {"error": {"code": "TIMEOUT", "message": "The job exceeded its time limit."}}
+    assert time.monotonic() - started < 60  # the hard limit (5 s), not the 600 s hang
     time.sleep(8)  # long enough for a redelivery to have started
     assert celery_app.AsyncResult(slow.id).state == "FAILURE"
     assert int(runtime.images().redis.get(deliveries(score_image.name, slow.id))) == 1
