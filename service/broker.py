@@ -8,7 +8,8 @@ redis-py's constructor fills its case-insensitive table of ~200 response callbac
 thread- and greenlet-safe over its pool, so one per pool serves them all; a new pool (kombu
 drops its pools after a connection error, or Sentinel names a new primary) gets a new client.
 
-It also lets a publish join a pipeline of the caller's (:func:`into`).
+It also lets a publish join a pipeline of the caller's (:func:`into`), and keeps the consumer
+going while Redis is full (:class:`QoS`).
 
 Selected by ``broker_transport`` in celeryconfig.py for redis://, rediss:// and sentinel://
 broker URLs (:func:`transport_for`); any other broker keeps its own transport.
@@ -19,9 +20,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+import logging
 
 import redis
 from kombu.transport import redis as kombu_redis
+from kombu.transport import virtual
+
+logger = logging.getLogger(__name__)
 
 # A pipeline of the broker's own Redis that this context's publishes are added to (see :func:`into`).
 _INTO: ContextVar[redis.client.Pipeline | None] = ContextVar("aurum_publish_into", default=None)
@@ -38,6 +43,54 @@ def into(pipe: redis.client.Pipeline) -> Iterator[None]:
         yield
     finally:
         _INTO.reset(token)
+
+
+class QoS(kombu_redis.QoS):
+    """kombu's acknowledgement emulation, made to ride out a full Redis (maxmemory reached with
+    noeviction: every command that may grow memory, and every MULTI, is refused with OOM).
+
+    kombu's own raised OutOfMemoryError from the consumer's acks and fetches: a "channel error"
+    that restarted the consumer, again every few milliseconds while Redis stayed full (50+
+    restarts in 10 s). Each restart resets the event loop that also carries the pool's result
+    pipes, and now and then the worker came back believing a job still ran whose outcome it
+    had lost: it never acknowledged it, and with the prefetch count cut to one it fetched
+    nothing more while the queue filled (tests/chaos/test_redis_full.py, about 1 run in 6 on
+    a loaded machine). Here the consumer never sees the error:
+
+    - an acknowledgement deletes its two index entries without MULTI (Redis lets deletes through
+      when full);
+    - a message popped when Redis cannot record it as unacknowledged runs, tracked in memory
+      only (raising would lose it just the same: it is already off the queue); a job whose
+      message is lost is published again by the API's status read (api/jobs.py ``_maybe_requeue``);
+    - a requeue Redis refuses leaves the message where it is, unacknowledged in Redis, for the
+      visibility timeout to restore; the consumer forgets it, so it holds no prefetch slot."""
+
+    def _remove_from_indices(self, delivery_tag, pipe=None):
+        if pipe is not None:  # part of kombu's restore transaction
+            return super()._remove_from_indices(delivery_tag, pipe)
+        with self.channel.conn_or_acquire() as client:
+            return client.pipeline(transaction=False).zrem(self.unacked_index_key, delivery_tag) \
+                .hdel(self.unacked_key, delivery_tag)
+
+    def append(self, message, delivery_tag):
+        try:
+            super().append(message, delivery_tag)
+        except redis.exceptions.OutOfMemoryError:
+            logger.warning("Redis is full: message %s runs without its unacknowledged record", delivery_tag)
+            virtual.QoS.append(self, message, delivery_tag)
+
+    def reject(self, delivery_tag, requeue=False):
+        try:
+            super().reject(delivery_tag, requeue=requeue)
+        except redis.exceptions.OutOfMemoryError:
+            logger.warning("Redis is full: message %s is left for the visibility timeout to restore", delivery_tag)
+            virtual.QoS.ack(self, delivery_tag)
+
+    def restore_visible(self, *args, **kwargs):
+        try:
+            super().restore_visible(*args, **kwargs)
+        except redis.exceptions.OutOfMemoryError:
+            pass  # its lock is a write: the next sweep tries again
 
 
 class _OneClientPerPool:
@@ -62,7 +115,7 @@ class _OneClientPerPool:
 
 
 class Channel(_OneClientPerPool, kombu_redis.Channel):
-    pass
+    QoS = QoS
 
 
 class Transport(kombu_redis.Transport):
@@ -70,7 +123,7 @@ class Transport(kombu_redis.Transport):
 
 
 class SentinelChannel(_OneClientPerPool, kombu_redis.SentinelChannel):
-    pass
+    QoS = QoS
 
 
 class SentinelTransport(kombu_redis.SentinelTransport):

@@ -17,6 +17,25 @@ BUSY = [unique_photo(8800 + i) for i in range(2)]  # one per pool child, each 4 
 FULL_SECONDS = 12
 
 
+def explain(stack: Stack, r: redis.Redis, pending: list[str]) -> str:
+    """What a job that never ended looked like: its status, its Redis keys, the queues and the
+    logs' tails, so that a failure on a loaded CI machine says why."""
+    lines = [f"{len(pending)} accepted job(s) never ended"]
+    for job_id in pending:
+        try:
+            doc = stack.http.get(f"{stack.base}/api/ml/jobs/{job_id}", timeout=10).json()
+        except Exception as e:  # noqa: BLE001 - a diagnostic: say what happened
+            doc = repr(e)
+        keys = sorted(k.decode() for k in r.scan_iter(f"*{job_id}*"))
+        lines.append(f"{job_id}: {doc} keys={keys}")
+    other = [k for k in r.scan_iter("*") if not k.startswith((b"aurum:", b"celery-task-meta-"))]
+    lines.append(f"other keys: { {k.decode(): r.type(k).decode() for k in other} } unacked: {r.hgetall('unacked')}")
+    for name in ("web", "worker"):
+        tail = (stack.workdir / f"{name}.log").read_text(errors="replace").splitlines()[-40:]
+        lines.append(f"--- {name}.log (tail)\n" + "\n".join(tail))
+    return "\n".join(lines)
+
+
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     import json
@@ -46,6 +65,9 @@ def test_the_worker_rides_out_a_full_redis(stack) -> None:
                           "statuses": sorted(d["status"] for d in done.values()),
                           "errors": sorted(d["error"]["code"] + ": " + d["error"]["message"][:120] for d in done.values() if d["status"] == "failed")})
     assert stack.worker_restarts == 0 and stack.worker.pid == pid and stack.worker.poll() is None
-    assert sorted(done) == sorted(accepted)  # every accepted job ended: a result or a clear failure
+    # nor did its consumer restart: each restart resets the event loop that carries the pool's
+    # results, and one of 6 runs came back wedged (service/broker.py QoS)
+    assert "Connection to broker lost" not in (stack.workdir / "worker.log").read_text(errors="replace")
+    assert sorted(done) == sorted(accepted), explain(stack, r, [j for j in accepted if j not in done])
     # a job whose outcome Redis refused to store is a clear, typed failure, never INTERNAL_ERROR
     assert all(d["status"] == "succeeded" or d["error"]["code"] == "SERVICE_UNAVAILABLE" for d in done.values())

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 
+import pytest
 from kombu import Connection, Exchange, Queue
 
 from service.broker import transport_for
@@ -137,3 +138,45 @@ def test_the_api_publishes_in_its_pipeline_only_onto_its_own_redis(celery_app) -
     assert queue.shares_redis(settings)
     other = celery_app.conf.broker_url.rsplit("/", 1)[0] + "/7"  # another database
     assert not queue.shares_redis(ServiceSettings.from_env(redis_url=other))
+
+
+def test_acks_fetches_and_requeues_go_on_while_redis_is_full(tmp_path) -> None:
+    """service/broker.QoS: with Redis full (maxmemory, noeviction) kombu's own acknowledgement
+    (a MULTI) and its record of a fetched message (ZADD, HSET) are refused, and the consumer
+    restarted on each. Here an ack deletes its record, a message fetched then runs (in memory
+    only), and a refused requeue leaves it in Redis for the visibility timeout; none raises."""
+    import redis
+
+    from tests.helpers.redis_server import RedisServer
+
+    server = RedisServer(tmp_path).start()
+    try:
+        url = server.url_for(0)
+        client = redis.Redis.from_url(url)
+        queue = Queue("full-test", Exchange("full-test", type="direct"), routing_key="full-test")
+        with Connection(url, transport=transport_for(url)) as conn:
+            producer = conn.Producer(serializer="json")
+            for i in range(3):
+                producer.publish({"n": i}, exchange=queue.exchange, routing_key="full-test", declare=[queue])
+            got = []
+            with conn.Consumer(queue, callbacks=[lambda body, message: got.append((body["n"], message))],
+                               accept=["json"], prefetch_count=1):
+                conn.drain_events(timeout=10)  # prefetch 1: one message at a time
+                assert [n for n, _ in got] == [0] and client.hlen("unacked") == 1
+                client.config_set("maxmemory", 1)
+                try:
+                    with pytest.raises(redis.exceptions.OutOfMemoryError):
+                        client.set("full-test:probe", b"x")  # Redis is full indeed
+                    got[0][1].ack()  # kombu's MULTI is refused; the deletes are not
+                    assert client.hlen("unacked") == 0 and client.zcard("unacked_index") == 0
+                    conn.drain_events(timeout=10)  # popped while full: not recorded, but delivered
+                    assert [n for n, _ in got] == [0, 1] and client.hlen("unacked") == 0
+                    got[1][1].reject(requeue=True)  # Redis refuses the LPUSH: left as it is
+                    conn.drain_events(timeout=10)  # and the consumer holds no slot for it
+                    assert [n for n, _ in got] == [0, 1, 2]
+                finally:
+                    client.config_set("maxmemory", 0)
+                got[2][1].ack()
+        assert client.llen("full-test") == 0
+    finally:
+        server.stop()
