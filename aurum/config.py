@@ -74,10 +74,16 @@ class Settings:
     work_max_side: int = setting("AURUM_WORK_MAX_SIDE", 2048,
                                  "Largest long side faces are cropped from (JPEG: decoded at reduced DCT size, "
                                  "and only when a face is too small in the detection-size decode).")
-    mesh_passes: int = setting("AURUM_MESH_PASSES", 3,
-                               "FaceMesh passes per face: 3 (the crop re-placed from each pass's mesh twice), 2 or 1 "
-                               "(the detector's crop only). With AURUM_MIRROR_SYMMETRIC each pass is two model runs "
-                               "(plain and mirrored), without it only the last.")
+    mesh_passes: int = setting("AURUM_MESH_PASSES", 2,
+                               "FaceMesh passes per face whose meshes are averaged: 3, 2 or 1, after "
+                               "AURUM_MESH_PLACEMENT passes that only place the next crop. Each pass's crop is "
+                               "re-placed from the previous pass's mesh (the first from the detector's). With "
+                               "AURUM_MIRROR_SYMMETRIC each pass is two model runs (plain and mirrored), without it "
+                               "only the last.")
+    mesh_placement: int = setting("AURUM_MESH_PLACEMENT", 2,
+                                  "Leading FaceMesh passes that only level and place the crop (0, 1 or 2): YuNet's "
+                                  "keypoints barely follow a head's roll, so the first crops of a tilted head are "
+                                  "rolled and their meshes skewed (aurum.landmarks.mean_mesh).")
     mirror_symmetric: bool = setting("AURUM_MIRROR_SYMMETRIC", True,
                                      "Mirror-flip invariance by construction: detect on the photo and on its mirror and "
                                      "place the FaceMesh crops from their average, every landmark pass run plain and "
@@ -120,6 +126,8 @@ class Settings:
                 raise ValueError(f"{env}: one of {', '.join(allowed)}, not {getattr(self, name)!r}")
         if self.mesh_passes not in (1, 2, 3):
             raise ValueError(f"AURUM_MESH_PASSES: 1, 2 or 3, not {self.mesh_passes}")
+        if self.mesh_placement not in (0, 1, 2):
+            raise ValueError(f"AURUM_MESH_PLACEMENT: 0, 1 or 2, not {self.mesh_placement}")
         if not 0 <= self.q_min_sharpness < 0.8:  # confidence rises from it to 0.8 (aurum.scoring.trust)
             raise ValueError(f"AURUM_Q_MIN_SHARPNESS: at least 0 and below 0.8, not {self.q_min_sharpness}")
         for name in ("q_max_yaw", "q_max_pitch", "q_max_roll"):

@@ -73,6 +73,13 @@ class DecodedImage:
         """The photo at the working size (``AURUM_WORK_MAX_SIDE``): ``rgb`` unless that is reduced."""
         return self.rgb if self._working is None else self._working()
 
+    def mirrored(self, pixels: np.ndarray) -> np.ndarray:
+        """``pixels`` (``rgb`` or the working-size decode) flipped left to right, made once."""
+        cache = self.__dict__.setdefault("_mirrored", {})
+        if id(pixels) not in cache:
+            cache[id(pixels)] = (pixels, cv2.flip(pixels, 1))  # the array kept alive with its id
+        return cache[id(pixels)][1]
+
     def pixels_for(self, face_side: float, native_side: float) -> tuple[np.ndarray, float]:
         """The pixels to crop a face from, and how many of them there are per ``rgb`` pixel:
         ``rgb`` itself, or the working-size decode when ``rgb`` is a reduced one and the face is

@@ -157,7 +157,18 @@ def mean_mesh(meshes: list[Mesh]) -> Mesh:
     settle in one of two shapes ~0.5 % of the inter-ocular distance apart, by the crop alone (a
     0.75x resize of one portrait moved its symmetry feature from 0.0073 to 0.0025 and its score by
     3.8 points). The passes' crops differ, so their mean is steadier, at no extra model run: on the
-    development set the largest score shift of an ordinary edit fell from 4.3 to 2.6 points."""
+    development set the largest score shift of an ordinary edit fell from 4.3 to 2.6 points.
+
+    The first passes' meshes stay out of the mean (AURUM_MESH_PLACEMENT): their crops are not
+    level on a tilted head. YuNet's eye keypoints follow a head's roll hardly at all (a portrait
+    rotated by 10 degrees: the eye line moved 0.6 degrees) and FaceMesh on a rolled crop about
+    three quarters of what is left, so the detector's crop was ~9 degrees off and the next ~2.5,
+    and the mirrored run's average of a rolled crop blends the face with its mirror about a
+    tilted axis: the symmetry feature of one portrait grew five-fold at +-10 degrees, moving its
+    score 2.3 points. Two placement passes and two averaged (8 model runs, as against 6 for three
+    averaged): on the development set's ordinary edits the largest shift 2.15 against 2.59, p90
+    0.74 against 1.28, +-10 degrees at most 0.84 against 2.24 (bench/robustness.py); one
+    placement pass and three averaged, the same 8 runs, reached 2.03."""
     last = meshes[-1]
     if len(meshes) == 1:
         return last
@@ -180,13 +191,14 @@ class FaceMesh:
         return [warp_crop(rgb, m, SIZE) for m in transforms], transforms
 
     def run(self, crops: list[np.ndarray] | tuple, transforms: list[np.ndarray] | tuple,
-            mirrored: bool = True) -> list[Mesh]:
+            mirrored: bool = True, mirror_crops: list[np.ndarray] | tuple | None = None) -> list[Mesh]:
         """All crops of a batch (any number of images) in one session call; ``mirrored``: each
-        also run mirrored and the two averaged (see the module docstring)."""
+        also run mirrored and the two averaged (see the module docstring). ``mirror_crops``: the
+        mirrored crops to use, else each crop flipped."""
         if not crops:
             return []
         n = len(crops)
-        batch = [*crops, *(cv2.flip(c, 1) for c in crops)] if mirrored else list(crops)
+        batch = [*crops, *(mirror_crops or [cv2.flip(c, 1) for c in crops])] if mirrored else list(crops)
         raw, presence = self.store.session(self.name).run(["landmarks", "presence"], {"image": planar(batch, 1 / 255)})
         raw = raw.reshape(len(batch), 468, 3).astype(np.float64)
         presence = 1.0 / (1.0 + np.exp(-np.clip(presence.reshape(-1).astype(np.float64), -100, 100)))

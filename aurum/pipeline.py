@@ -150,18 +150,27 @@ class Pipeline:
             # mirror-equivariant (from the symmetric detection onwards).
             from_mesh = lambda face: roi_from_mesh(  # noqa: E731
                 face.mesh, estimate_pose(face.mesh.points, self.geometry.mean_shape).scale)
-            passes = [(lambda face: roi_transform(face.det), s.mesh_passes == 1 or s.mirror_symmetric)]
-            passes += [(from_mesh, k == s.mesh_passes - 1 or s.mirror_symmetric) for k in range(1, s.mesh_passes)]
-            # The face's mesh is the mean of the passes' meshes (aurum.landmarks.mean_mesh).
+            # The first AURUM_MESH_PLACEMENT passes only place the next crop (aurum.landmarks.mean_mesh).
+            total = s.mesh_placement + s.mesh_passes
+            passes = [(lambda face: roi_transform(face.det), total == 1 or s.mirror_symmetric)]
+            passes += [(from_mesh, k == total - 1 or s.mirror_symmetric) for k in range(1, total)]
+            # The face's mesh is the mean of the other passes' meshes (aurum.landmarks.mean_mesh).
             meshes: dict[int, list[Mesh]] = {id(face): [] for _, face in faces}
             for roi, mirrored in passes:
                 crops = [self._crop(item.image, face.det, roi(face)) for item, face in faces]
-                for (item, face), mesh in zip(faces, self.facemesh.run(*zip(*crops), mirrored=mirrored) if crops else []):
+                # With mirror symmetry the mirrored run's crop is cut from the mirrored photo, not
+                # flipped: a flipped photo's pair of crops is then this pair swapped, bit for bit,
+                # however OpenCV rounds its sampling (1/32 pixel), which left 0.1-0.3 points that
+                # grew with each pass when the crop was flipped instead.
+                flipped = [self._crop(item.image, face.det, m, mirror=True) for (item, face), (_, m) in zip(faces, crops)
+                           ] if mirrored and s.mirror_symmetric else None
+                ran = self.facemesh.run(*zip(*crops), mirrored=mirrored, mirror_crops=flipped) if crops else []
+                for (item, face), mesh in zip(faces, ran):
                     face.mesh = mesh
                     face.presence = max(face.presence, mesh.presence)
                     meshes[id(face)].append(mesh)
             for _, face in faces:
-                face.mesh = mean_mesh(meshes[id(face)])
+                face.mesh = mean_mesh(meshes[id(face)][s.mesh_placement:])
         for item in live:
             # a face is one when any pass's crop says so: a heavily blurred face's re-placed crops
             # drift and their presence falls (the detector's crop still reads it as a face)
@@ -224,14 +233,21 @@ class Pipeline:
             score_confidence=confidence(face.quality, pose, face.mesh.disagreement, self.settings),
             landmarks=face.mesh.points, embedding=face.embedding)
 
-    def _crop(self, image: DecodedImage, det: Detection, crop_to_image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _crop(self, image: DecodedImage, det: Detection, crop_to_image: np.ndarray, mirror: bool = False
+              ) -> tuple[np.ndarray, np.ndarray] | np.ndarray:
         """FaceMesh's crop of one face for a crop -> ``image.rgb`` transform. A face too small
         in a reduced decode is cropped from the working-size pixels instead; the transform still
-        maps to ``image.rgb``, so the landmarks land in the same frame either way."""
+        maps to ``image.rgb``, so the landmarks land in the same frame either way. ``mirror``:
+        the mirror image of that crop, cut from the mirrored pixels (the crop alone)."""
         pixels, k = _face_pixels(image, det)
         # rgb pixel centre x -> pixels' k x + (k - 1) / 2 (a pixel of rgb covers k x k of them)
         to_pixels = np.array([[k, 0.0, (k - 1) / 2], [0.0, k, (k - 1) / 2], [0.0, 0.0, 1.0]])
-        return warp_crop(pixels, (to_pixels @ np.vstack([crop_to_image, [0.0, 0.0, 1.0]]))[:2], SIZE), crop_to_image
+        m = to_pixels @ np.vstack([crop_to_image, [0.0, 0.0, 1.0]])
+        if not mirror:
+            return warp_crop(pixels, m[:2], SIZE), crop_to_image
+        # pixel centres: column i <-> width-1-i in the pixels, and in the crop
+        flip = lambda width: np.array([[-1.0, 0.0, width - 1], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])  # noqa: E731
+        return warp_crop(image.mirrored(pixels), (flip(pixels.shape[1]) @ m @ flip(SIZE))[:2], SIZE)
 
     @contextmanager
     def _stage(self, items: list[_Item], name: str) -> Iterator[None]:

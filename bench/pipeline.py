@@ -105,7 +105,7 @@ def raw_model_ms(pipeline: Pipeline, images: list[bytes], embedding: bool, round
         prepared.append((img, crops, feats, aligned, stages))
 
     def detector_feed(img, stage):
-        if stage.name == "yunet":
+        if stage.name.split("@")[0] == "yunet":  # a canonical name@version
             h, w = img.rgb.shape[:2]
             ratio = min(1.0, stage.input_size / max(h, w))
             nw, nh = round(w * ratio), round(h * ratio)
@@ -121,8 +121,8 @@ def raw_model_ms(pipeline: Pipeline, images: list[bytes], embedding: bool, round
     def mesh_feeds(crops):
         one = np.stack(crops).astype(np.float32).transpose(0, 3, 1, 2) / 255
         pair = {"image": np.concatenate([one, one[:, :, :, ::-1]])}
-        return [pair if s.mirror_symmetric or k == s.mesh_passes - 1 else {"image": one}
-                for k in range(s.mesh_passes)]
+        total = s.mesh_placement + s.mesh_passes
+        return [pair if s.mirror_symmetric or k == total - 1 else {"image": one} for k in range(total)]
 
     feeds = [([detector_feed(img, stage) for stage in stages], mesh_feeds(crops),
               {"features": feats},

@@ -33,7 +33,8 @@ from .sealing import Sealer
 # Settings that change a result without changing a model version: the detector's input, the
 # landmark passes, and every quality threshold (they decide the reasons and whether a score is
 # withheld). Part of the key, so changing one misses instead of serving stale results.
-RESULT_SETTINGS = ("detector", "detector_size", "detector_first_size", "work_max_side", "mesh_passes", "mirror_symmetric")
+RESULT_SETTINGS = ("detector", "detector_size", "detector_first_size", "work_max_side", "mesh_passes", "mesh_placement",
+                   "mirror_symmetric")
 
 
 def result_identity(versions: dict[str, str], settings: Settings) -> dict[str, Any]:
