@@ -168,8 +168,8 @@ def test_the_first_crops_of_a_tilted_head_are_not_level_and_stay_out_of_the_mean
 
     rgb = photo_rgb("astronaut.png")
     turned = _turned(rgb, 10)
-    det = Pipeline(settings).detector.full.detect([turned], 0.6)[0][0]
-    upright = Pipeline(settings).detector.full.detect([rgb], 0.6)[0][0]
+    detector = Pipeline(settings).detector.full
+    det, upright = (detector.detect([img], 0.6)[0][0] for img in (turned, rgb))
     angle = lambda m: np.degrees(np.arctan2(m[1, 0], m[0, 0]))  # noqa: E731
     followed = angle(roi_transform(upright)) - angle(roi_transform(det))  # rotating by +10 turns the eye line by -10
     assert followed < 5  # far from 10: the first crop is not level
